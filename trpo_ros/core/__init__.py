@@ -1,0 +1,1 @@
+"""TRPO engine: networks, GAE, the trust-region step, rollouts, the trainer (no rclpy here)."""

@@ -1,0 +1,1 @@
+"""Thin rclpy adapters: message in -> numpy -> core/runtime -> numpy -> message out."""
