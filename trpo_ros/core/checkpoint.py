@@ -1,0 +1,145 @@
+"""Checkpoints: atomic writes, safe loads (`weights_only=True`), and the policy bundle."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from trpo_ros.core.config import TRPOConfig, from_dict
+from trpo_ros.core.networks import ActionScaler, GaussianActor, ObsNormalizer
+
+CHECKPOINT_FORMAT = 1
+_NAME = re.compile(r'ckpt_(\d{6})\.pt$')
+
+
+class CheckpointError(ValueError):
+    """A run directory or checkpoint that cannot be loaded; the message says why."""
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write `data` to `path` so that a reader sees the old file or the new one, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(state: dict[str, Any], checkpoint_dir: str | Path, iteration: int,
+                    keep: int = 3) -> Path:
+    """Write `ckpt_<iteration>.pt` atomically and keep only the newest `keep` files."""
+    import io
+
+    buffer = io.BytesIO()
+    torch.save({'format': CHECKPOINT_FORMAT, **state}, buffer)
+    path = Path(checkpoint_dir) / f'ckpt_{iteration:06d}.pt'
+    atomic_write_bytes(path, buffer.getvalue())
+    for old in list_checkpoints(checkpoint_dir)[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def list_checkpoints(checkpoint_dir: str | Path) -> list[Path]:
+    """Checkpoint files in a directory, oldest first."""
+    folder = Path(checkpoint_dir)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if _NAME.search(p.name))
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load one checkpoint file with `weights_only=True`."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
+        raise CheckpointError(f'cannot read checkpoint {path}: {exc.__class__.__name__}') from None
+    if not isinstance(state, dict) or state.get('format') != CHECKPOINT_FORMAT:
+        raise CheckpointError(f'{path} is not a trpo_ros checkpoint')
+    return state
+
+
+def resolve_checkpoint(run_dir_or_checkpoint: str | Path) -> Path:
+    """Newest checkpoint file of a run directory (or the file itself)."""
+    path = Path(run_dir_or_checkpoint)
+    if path.is_file():
+        return path
+    if not path.exists():
+        raise CheckpointError(f'no such run directory or checkpoint: {path}')
+    found = list_checkpoints(path / 'checkpoints')
+    if not found:
+        raise CheckpointError(f'{path} is not a trpo_ros run (no checkpoints/ckpt_*.pt)')
+    return found[-1]
+
+
+def load_latest_good(run_dir: str | Path) -> tuple[Path, dict[str, Any]]:
+    """Newest checkpoint of a run that loads; older ones are the fallback after a crash."""
+    candidates = list_checkpoints(Path(run_dir) / 'checkpoints')
+    if not candidates:
+        raise CheckpointError(f'{run_dir} is not a trpo_ros run (no checkpoints/ckpt_*.pt)')
+    errors = []
+    for path in reversed(candidates):
+        try:
+            return path, load_checkpoint(path)
+        except CheckpointError as exc:
+            errors.append(str(exc))
+    raise CheckpointError('; '.join(errors))
+
+
+@dataclass
+class PolicyBundle:
+    """What acting needs: normalizer -> actor -> action scaler, plus the env description."""
+
+    config: TRPOConfig
+    normalizer: ObsNormalizer
+    actor: GaussianActor
+    scaler: ActionScaler
+    env_info: dict[str, Any]
+    iteration: int
+    env_steps: int
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """Deterministic env action(s) for observation(s), as in evaluation."""
+        x = torch.as_tensor(np.asarray(obs, np.float32))
+        single = x.ndim == 1
+        action = self.scaler(self.actor(self.normalizer(x.reshape(1, -1) if single else x)))
+        return action[0].numpy() if single else action.numpy()
+
+
+def build_modules(config: TRPOConfig, obs_dim: int, action_low: np.ndarray,
+                  action_high: np.ndarray) -> tuple[ObsNormalizer, GaussianActor, ActionScaler]:
+    """The acting modules for a config and the env's spaces (fresh weights)."""
+    normalizer = ObsNormalizer(obs_dim, config.obs_clip, config.normalize_obs)
+    actor = GaussianActor(obs_dim, len(action_low), config.hidden_sizes, config.init_log_std)
+    return normalizer, actor, ActionScaler(action_low, action_high)
+
+
+def load_policy(run_dir_or_checkpoint: str | Path) -> PolicyBundle:
+    """Load the acting part of a run's newest checkpoint (or of a given checkpoint file)."""
+    path = resolve_checkpoint(run_dir_or_checkpoint)
+    state = load_checkpoint(path)
+    config = from_dict(state['config'])
+    low, high = np.array(state['action_low']), np.array(state['action_high'])
+    normalizer, actor, scaler = build_modules(config, int(state['obs_dim']), low, high)
+    normalizer.load_state_dict(state['normalizer'])
+    actor.load_state_dict(state['actor'])
+    normalizer.eval()
+    actor.eval()
+    return PolicyBundle(config, normalizer, actor, scaler, json.loads(state['env_info']),
+                        int(state['iteration']), int(state['env_steps']))

@@ -1,0 +1,117 @@
+"""Policy and critic networks, the observation normalizer, and action scaling."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+from torch.distributions import Normal
+
+
+def mlp(sizes: list[int], out_gain: float) -> nn.Sequential:
+    """Tanh MLP with orthogonal init; the last layer is linear with gain `out_gain`."""
+    layers: list[nn.Module] = []
+    for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:])):
+        linear = nn.Linear(n_in, n_out)
+        last = i == len(sizes) - 2
+        nn.init.orthogonal_(linear.weight, gain=out_gain if last else np.sqrt(2))
+        nn.init.zeros_(linear.bias)
+        layers.append(linear)
+        if not last:
+            layers.append(nn.Tanh())
+    return nn.Sequential(*layers)
+
+
+class ObsNormalizer(nn.Module):
+    """Running mean/variance of observations; its state lives in buffers, so it is saved
+    with the model and traced into the ONNX graph. It only changes when `update` is called."""
+
+    def __init__(self, obs_dim: int, clip: float = 10.0, enabled: bool = True) -> None:
+        super().__init__()
+        self.clip = float(clip)
+        self.enabled = enabled
+        self.register_buffer('mean', torch.zeros(obs_dim, dtype=torch.float64))
+        self.register_buffer('var', torch.ones(obs_dim, dtype=torch.float64))
+        self.register_buffer('count', torch.tensor(1e-4, dtype=torch.float64))
+
+    @torch.no_grad()
+    def update(self, batch: np.ndarray | torch.Tensor) -> None:
+        """Merge a batch [n, obs_dim] into the running statistics (parallel Welford)."""
+        if not self.enabled:
+            return
+        x = torch.as_tensor(batch, dtype=torch.float64).reshape(-1, self.mean.numel())
+        self.merge(x.mean(0), x.var(0, unbiased=False), x.shape[0])
+
+    @torch.no_grad()
+    def merge(self, mean: torch.Tensor, var: torch.Tensor, count: float) -> None:
+        """Merge statistics (mean, population variance, count) of another set of samples."""
+        total = self.count + count
+        diff = mean - self.mean
+        self.mean += diff * count / total
+        self.var.copy_((self.var * self.count + var * count
+                        + diff.square() * self.count * count / total) / total)
+        self.count.copy_(total)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """Normalize and clip; float32 in, float32 out."""
+        if not self.enabled:
+            return obs
+        mean = self.mean.to(obs.dtype)
+        std = torch.sqrt(self.var + 1e-8).to(obs.dtype)
+        return torch.clamp((obs - mean) / std, -self.clip, self.clip)
+
+
+class GaussianActor(nn.Module):
+    """Diagonal Gaussian policy over normalized actions: mean = MLP(obs), state-independent
+    log-std. Input is the already-normalized observation."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...],
+                 init_log_std: float) -> None:
+        super().__init__()
+        self.mean_net = mlp([obs_dim, *hidden, act_dim], out_gain=0.01)
+        self.log_std = nn.Parameter(torch.full((act_dim,), float(init_log_std)))
+
+    def distribution(self, obs: torch.Tensor) -> Normal:
+        """pi(. | obs) as a torch Normal with independent dimensions."""
+        return Normal(self.mean_net(obs), self.log_std.exp().expand(obs.shape[0], -1))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """Deterministic (mean) action in normalized units."""
+        return self.mean_net(obs)
+
+
+class Critic(nn.Module):
+    """State-value function V(obs) on normalized observations."""
+
+    def __init__(self, obs_dim: int, hidden: tuple[int, ...]) -> None:
+        super().__init__()
+        self.net = mlp([obs_dim, *hidden, 1], out_gain=1.0)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """V(obs), shape [batch]."""
+        return self.net(obs).squeeze(-1)
+
+
+class ActionScaler(nn.Module):
+    """Maps normalized policy actions u in [-1, 1] to the env's Box bounds, clipping first.
+    Unbounded dimensions pass through unchanged."""
+
+    def __init__(self, low: np.ndarray, high: np.ndarray) -> None:
+        super().__init__()
+        low, high = np.asarray(low, np.float64), np.asarray(high, np.float64)
+        bounded = np.isfinite(low) & np.isfinite(high)
+        center = np.where(bounded, (high + low) / 2, 0.0)
+        half = np.where(bounded, (high - low) / 2, 1.0)
+        self.register_buffer('center', torch.as_tensor(center, dtype=torch.float32))
+        self.register_buffer('half_range', torch.as_tensor(half, dtype=torch.float32))
+        self.register_buffer('bounded', torch.as_tensor(bounded))
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        """Env action for normalized action u."""
+        u = torch.where(self.bounded, torch.clamp(u, -1.0, 1.0), u)
+        return self.center + self.half_range * u
+
+    def to_env(self, u: np.ndarray) -> np.ndarray:
+        """Numpy version used during rollouts."""
+        with torch.no_grad():
+            return self(torch.as_tensor(u, dtype=torch.float32)).numpy()

@@ -1,0 +1,199 @@
+"""Environment creation and rollout collection (vectorized, same-step autoreset)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from trpo_ros.core.config import ConfigError, TRPOConfig
+from trpo_ros.core.networks import ActionScaler, GaussianActor, ObsNormalizer
+
+
+def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None,
+             render_mode: str | None = None) -> gym.Env:
+    """`gymnasium.make` that knows the trpo_ros ids and turns failures into ConfigError."""
+    import trpo_ros.sim  # noqa: F401 - registers the trpo_ros/* ids
+    _register_optional_envs(env_id)
+    kwargs = dict(env_kwargs or {})
+    if render_mode is not None:
+        kwargs['render_mode'] = render_mode
+    try:
+        env = gym.make(env_id, **kwargs)
+    except gym.error.Error as exc:
+        raise ConfigError(f'unknown or unusable env id {env_id!r}: {exc}') from None
+    if not isinstance(env.action_space, gym.spaces.Box):
+        env.close()
+        raise ConfigError(f'env {env_id!r} has a {type(env.action_space).__name__} action '
+                          'space; TRPO here needs a continuous Box action space')
+    if not isinstance(env.observation_space, gym.spaces.Box) or \
+            len(env.observation_space.shape) != 1:
+        env.close()
+        raise ConfigError(f'env {env_id!r} needs a flat Box observation space')
+    return env
+
+
+def _register_optional_envs(env_id: str) -> None:
+    """Import third-party env packages that register ids on import, when the id needs them."""
+    if 'Bullet' in env_id:
+        try:
+            import pybullet_envs_gymnasium  # noqa: F401
+        except ImportError:
+            pass
+
+
+def env_info(env: gym.Env) -> dict[str, Any]:
+    """The env's robot description (`spec_info()`), or {} for envs that have none."""
+    spec_info = getattr(env.unwrapped, 'spec_info', None)
+    return dict(spec_info()) if callable(spec_info) else {}
+
+
+def make_vector_env(config: TRPOConfig) -> gym.vector.VectorEnv:
+    """`n_envs` copies: in-process for one, subprocesses (AsyncVectorEnv) for more."""
+    fns = [_EnvFactory(config.env_id, config.env_kwargs) for _ in range(config.n_envs)]
+    mode = gym.vector.AutoresetMode.SAME_STEP
+    if config.n_envs == 1:
+        return gym.vector.SyncVectorEnv(fns, autoreset_mode=mode)
+    return gym.vector.AsyncVectorEnv(fns, autoreset_mode=mode, context='fork')
+
+
+@dataclass(frozen=True)
+class _EnvFactory:
+    env_id: str
+    env_kwargs: dict
+
+    def __call__(self) -> gym.Env:
+        return make_env(self.env_id, self.env_kwargs)
+
+
+@dataclass
+class Batch:
+    """One iteration's experience, arrays shaped [T, n_envs, ...] (raw observations)."""
+
+    obs: np.ndarray
+    actions: np.ndarray
+    """Normalized (pre-scaling) policy actions u."""
+    rewards: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    next_obs: np.ndarray
+    """True next observation (the final one, not the reset one, at episode ends)."""
+    episode_returns: list[float] = field(default_factory=list)
+    episode_lengths: list[int] = field(default_factory=list)
+    episode_successes: list[float] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        """Environment steps in the batch."""
+        return int(self.rewards.size)
+
+
+class RolloutCollector:
+    """Steps the vector env with the current stochastic policy. Episode bookkeeping carries
+    across iterations, so episodes that span two batches are counted once, whole."""
+
+    def __init__(self, envs: gym.vector.VectorEnv, seed: int) -> None:
+        self.envs = envs
+        self.obs, _ = envs.reset(seed=seed)
+        self.running_return = np.zeros(envs.num_envs)
+        self.running_length = np.zeros(envs.num_envs, dtype=np.int64)
+
+    @torch.no_grad()
+    def collect(self, n_steps: int, normalizer: ObsNormalizer, actor: GaussianActor,
+                scaler: ActionScaler, generator: torch.Generator) -> Batch:
+        """Run `n_steps` steps in every env."""
+        n_envs, obs_dim = self.obs.shape
+        act_dim = actor.log_std.numel()
+        obs_buf = np.zeros((n_steps, n_envs, obs_dim), np.float32)
+        next_buf = np.zeros_like(obs_buf)
+        act_buf = np.zeros((n_steps, n_envs, act_dim), np.float32)
+        rew_buf = np.zeros((n_steps, n_envs), np.float32)
+        term_buf = np.zeros((n_steps, n_envs), bool)
+        trunc_buf = np.zeros((n_steps, n_envs), bool)
+        batch = Batch(obs_buf, act_buf, rew_buf, term_buf, trunc_buf, next_buf)
+        std = actor.log_std.exp()
+        for t in range(n_steps):
+            obs_buf[t] = self.obs
+            mean = actor(normalizer(torch.from_numpy(obs_buf[t])))
+            u = mean + std * torch.randn(mean.shape, generator=generator)
+            act_buf[t] = u.numpy()
+            next_obs, reward, terminated, truncated, info = self.envs.step(scaler.to_env(u))
+            rew_buf[t], term_buf[t], trunc_buf[t] = reward, terminated, truncated
+            next_buf[t] = next_obs
+            self.running_return += reward
+            self.running_length += 1
+            done = terminated | truncated
+            if done.any():
+                self._finish_episodes(done, info, next_buf[t], batch)
+            self.obs = next_obs
+        return batch
+
+    def _finish_episodes(self, done: np.ndarray, info: dict, next_obs: np.ndarray,
+                         batch: Batch) -> None:
+        final_info = info.get('final_info', {})
+        for i in np.flatnonzero(done):
+            next_obs[i] = info['final_obs'][i]
+            batch.episode_returns.append(float(self.running_return[i]))
+            batch.episode_lengths.append(int(self.running_length[i]))
+            if '_is_success' in final_info and final_info['_is_success'][i]:
+                batch.episode_successes.append(float(final_info['is_success'][i]))
+            self.running_return[i] = 0.0
+            self.running_length[i] = 0
+
+
+class RewardScaler:
+    """Divides rewards by the running std of the discounted return (as VecNormalize does),
+    so the critic regresses targets of order one whatever the env's reward scale."""
+
+    def __init__(self, n_envs: int, gamma: float) -> None:
+        self.gamma = gamma
+        self.discounted = np.zeros(n_envs)
+        self.mean, self.var, self.count = 0.0, 1.0, 1e-4
+
+    def scale(self, rewards: np.ndarray, done: np.ndarray) -> np.ndarray:
+        """Update the statistics with a [T, n_envs] batch, then return the scaled rewards."""
+        returns = np.empty(rewards.shape)
+        for t in range(len(rewards)):
+            self.discounted = self.discounted * self.gamma + rewards[t]
+            returns[t] = self.discounted
+            self.discounted[done[t]] = 0.0
+        batch_mean, batch_var, n = returns.mean(), returns.var(), returns.size
+        total = self.count + n
+        diff = batch_mean - self.mean
+        self.mean += diff * n / total
+        self.var = (self.var * self.count + batch_var * n + diff**2 * self.count * n / total) / total
+        self.count = total
+        return (rewards / np.sqrt(self.var + 1e-8)).astype(np.float32)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Checkpointable state."""
+        return {'discounted': self.discounted.tolist(), 'mean': self.mean, 'var': self.var,
+                'count': self.count}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore from `state_dict()`."""
+        self.discounted = np.array(state['discounted'])
+        self.mean, self.var, self.count = state['mean'], state['var'], state['count']
+
+
+@torch.no_grad()
+def evaluate(env: gym.Env, act: Any, episodes: int, seed: int) -> dict[str, float]:
+    """Deterministic evaluation: `act(obs) -> env action`; mean/std return, success rate."""
+    returns, successes = [], []
+    for episode in range(episodes):
+        obs, _ = env.reset(seed=seed + episode)
+        total, done, info = 0.0, False, {}
+        while not done:
+            obs, reward, terminated, truncated, info = env.step(act(obs))
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+        if 'is_success' in info:
+            successes.append(float(info['is_success']))
+    result = {'return_mean': float(np.mean(returns)), 'return_std': float(np.std(returns))}
+    if successes:
+        result['success_rate'] = float(np.mean(successes))
+    return result
