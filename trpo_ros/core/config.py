@@ -50,7 +50,7 @@ class TRPOConfig:
     delta: float = 0.01
     """Initial trust-region radius: maximum mean KL(pi_old || pi_new) per update."""
     trust_region: str = 'adaptive'
-    """'fixed' keeps delta constant; 'adaptive' shrinks/expands it from actual vs predicted gain."""
+    """'fixed' keeps delta constant; 'adaptive' adapts it from actual vs predicted gain."""
     delta_min: float = 1e-4
     """Floor of the adaptive trust region."""
     delta_max: float = 0.05

@@ -22,6 +22,17 @@ def mlp(sizes: list[int], out_gain: float) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def merge_moments(mean, var, count, batch_mean, batch_var, batch_count):  # noqa: ANN001, ANN201
+    """Combine (mean, population variance, count) of two sample sets (Chan et al.); works
+    on floats, numpy arrays and tensors alike."""
+    total = count + batch_count
+    diff = batch_mean - mean
+    new_mean = mean + diff * batch_count / total
+    new_var = (var * count + batch_var * batch_count
+               + diff**2 * count * batch_count / total) / total
+    return new_mean, new_var, total
+
+
 class ObsNormalizer(nn.Module):
     """Running mean/variance of observations; its state lives in buffers, so it is saved
     with the model and traced into the ONNX graph. It only changes when `update` is called."""
@@ -45,11 +56,9 @@ class ObsNormalizer(nn.Module):
     @torch.no_grad()
     def merge(self, mean: torch.Tensor, var: torch.Tensor, count: float) -> None:
         """Merge statistics (mean, population variance, count) of another set of samples."""
-        total = self.count + count
-        diff = mean - self.mean
-        self.mean += diff * count / total
-        self.var.copy_((self.var * self.count + var * count
-                        + diff.square() * self.count * count / total) / total)
+        new_mean, new_var, total = merge_moments(self.mean, self.var, self.count, mean, var, count)
+        self.mean.copy_(new_mean)
+        self.var.copy_(new_var)
         self.count.copy_(total)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:

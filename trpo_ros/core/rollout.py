@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from trpo_ros.core.config import ConfigError, TRPOConfig
-from trpo_ros.core.networks import ActionScaler, GaussianActor, ObsNormalizer
+from trpo_ros.core.networks import ActionScaler, GaussianActor, ObsNormalizer, merge_moments
 
 
 def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None,
@@ -160,18 +160,14 @@ class RewardScaler:
             self.discounted = self.discounted * self.gamma + rewards[t]
             returns[t] = self.discounted
             self.discounted[done[t]] = 0.0
-        batch_mean, batch_var, n = returns.mean(), returns.var(), returns.size
-        total = self.count + n
-        diff = batch_mean - self.mean
-        self.mean += diff * n / total
-        self.var = (self.var * self.count + batch_var * n + diff**2 * self.count * n / total) / total
-        self.count = total
+        self.mean, self.var, self.count = merge_moments(
+            self.mean, self.var, self.count, returns.mean(), returns.var(), returns.size)
         return (rewards / np.sqrt(self.var + 1e-8)).astype(np.float32)
 
     def state_dict(self) -> dict[str, Any]:
         """Checkpointable state."""
-        return {'discounted': self.discounted.tolist(), 'mean': self.mean, 'var': self.var,
-                'count': self.count}
+        return {'discounted': self.discounted.tolist(), 'mean': float(self.mean),
+                'var': float(self.var), 'count': float(self.count)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore from `state_dict()`."""

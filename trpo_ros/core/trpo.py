@@ -62,7 +62,7 @@ def mean_kl(old: Normal, actor: GaussianActor, obs: torch.Tensor) -> torch.Tenso
 
 def fisher_vector_product(actor: GaussianActor, obs: torch.Tensor,
                           damping: float) -> Callable[[torch.Tensor], torch.Tensor]:
-    """v -> (F + damping I) v, F the Hessian of the mean KL at the current parameters
+    """V -> (F + damping I) v, F the Hessian of the mean KL at the current parameters
     (which equals the Fisher information of the policy there)."""
     params = list(actor.parameters())
     with torch.no_grad():

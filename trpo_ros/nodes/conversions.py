@@ -1,0 +1,257 @@
+"""Message <-> numpy helpers shared by the nodes: observation layout, QoS, diagnostics.
+
+Nothing here imports torch; the inference node's hot path lives in :class:`ObservationLayout`
+(index maps are computed once per model and once per distinct JointState name list).
+"""
+
+from __future__ import annotations
+
+import array
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.qos import (
+    DurabilityPolicy,
+    HistoryPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+)
+from std_msgs.msg import Float64MultiArray, MultiArrayDimension
+
+OK, WARN, ERROR = 0, 1, 2  # DiagnosticStatus levels as ints (the message stores bytes)
+LEVEL_NAMES = {OK: 'OK', WARN: 'WARN', ERROR: 'ERROR'}
+
+GOAL_AXES = ('x', 'y', 'z')
+
+
+class ObservationError(ValueError):
+    """A state or goal that cannot be turned into an observation; the message says why."""
+
+
+# --------------------------------------------------------------------------------------- QoS
+
+def reliability_policy(name: str) -> ReliabilityPolicy:
+    """'reliable' | 'best_effort' -> ReliabilityPolicy (ValueError on anything else)."""
+    key = name.strip().lower().replace('-', '_')
+    if key == 'reliable':
+        return ReliabilityPolicy.RELIABLE
+    if key == 'best_effort':
+        return ReliabilityPolicy.BEST_EFFORT
+    raise ValueError(f"reliability must be 'reliable' or 'best_effort', got {name!r}")
+
+
+def command_qos(reliability: str = 'reliable', depth: int = 10) -> QoSProfile:
+    """Commands to a ros2_control forward controller: keep-last, RELIABLE by default."""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
+                      reliability=reliability_policy(reliability),
+                      durability=DurabilityPolicy.VOLATILE)
+
+
+def state_qos(depth: int = 10) -> QoSProfile:
+    """`/joint_states` as joint_state_broadcaster publishes it (keep-last, reliable)."""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
+                      reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.VOLATILE)
+
+
+def latched_qos() -> QoSProfile:
+    """TRANSIENT_LOCAL depth 1: late joiners get the last message (robot_description, goal)."""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                      reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+# ------------------------------------------------------------------------ observation layout
+
+class ObservationLayout:
+    """Builds a policy observation from a JointState (mapped by joint name) and a goal.
+
+    Input names understood: ``joint_pos/<joint>``, ``joint_vel/<joint>``, ``goal/x|y|z``.
+    Index maps are precomputed; :meth:`fill` writes into one reused float32 buffer.
+    """
+
+    def __init__(self, input_names: Sequence[str], joint_names: Sequence[str]) -> None:
+        self.input_names = list(input_names)
+        self.joint_names = list(joint_names)
+        state_joints: list[str] = []  # joints needed from the JointState, first-use order
+        pos_slots, pos_src, vel_slots, vel_src, goal_slots, goal_src = [], [], [], [], [], []
+        for slot, name in enumerate(self.input_names):
+            kind, _, what = name.partition('/')
+            if kind in ('joint_pos', 'joint_vel') and what:
+                if what not in state_joints:
+                    state_joints.append(what)
+                src = state_joints.index(what)
+                (pos_slots if kind == 'joint_pos' else vel_slots).append(slot)
+                (pos_src if kind == 'joint_pos' else vel_src).append(src)
+            elif kind == 'goal' and what in GOAL_AXES:
+                goal_slots.append(slot)
+                goal_src.append(GOAL_AXES.index(what))
+            else:
+                raise ObservationError(
+                    f'policy input {name!r} cannot be built from a JointState and a goal '
+                    "(expected 'joint_pos/<joint>', 'joint_vel/<joint>' or 'goal/x|y|z')")
+        for joint in self.joint_names:  # hold positions need every controlled joint
+            if joint not in state_joints:
+                state_joints.append(joint)
+        self.state_joints = state_joints
+        self.needs_goal = bool(goal_slots)
+        self.needs_velocity = bool(vel_slots)
+        self._pos_slots = np.array(pos_slots, np.intp)
+        self._pos_src = np.array(pos_src, np.intp)
+        self._vel_slots = np.array(vel_slots, np.intp)
+        self._vel_src = np.array(vel_src, np.intp)
+        self._goal_slots = np.array(goal_slots, np.intp)
+        self._goal_src = np.array(goal_src, np.intp)
+        self._ctrl_src = np.array([state_joints.index(j) for j in self.joint_names], np.intp)
+        self.obs = np.zeros(len(self.input_names), np.float32)
+        self.positions = np.zeros(len(state_joints), np.float64)   # state_joints order
+        self.velocities = np.zeros(len(state_joints), np.float64)
+        self._names_key: tuple[str, ...] | None = None
+        self._perm = np.zeros(len(state_joints), np.intp)
+        self._perm_error = ''
+
+    def _map_names(self, names: Sequence[str]) -> None:
+        key = tuple(names)
+        self._names_key = key
+        index = {n: i for i, n in enumerate(key)}
+        missing = [j for j in self.state_joints if j not in index]
+        if missing:
+            self._perm_error = f'JointState lacks joint(s) {", ".join(missing)}'
+            return
+        self._perm_error = ''
+        self._perm = np.array([index[j] for j in self.state_joints], np.intp)
+
+    def read_state(self, names: Sequence[str], position: Any, velocity: Any) -> None:
+        """Copy positions/velocities of the needed joints (by name) into the layout buffers.
+
+        Raises:
+            ObservationError: a missing joint, a short position/velocity array, or NaN/Inf.
+        """
+        if self._names_key is None or len(names) != len(self._names_key) \
+                or tuple(names) != self._names_key:
+            self._map_names(names)
+        if self._perm_error:
+            raise ObservationError(self._perm_error)
+        n = len(self._names_key)
+        pos = np.frombuffer(position, np.float64) if isinstance(position, array.array) \
+            else np.asarray(position, np.float64)
+        if pos.shape[0] != n:
+            raise ObservationError(f'JointState has {n} names but {pos.shape[0]} positions')
+        np.take(pos, self._perm, out=self.positions)
+        if self.needs_velocity:
+            vel = np.frombuffer(velocity, np.float64) if isinstance(velocity, array.array) \
+                else np.asarray(velocity, np.float64)
+            if vel.shape[0] != n:
+                raise ObservationError(f'JointState has {n} names but {vel.shape[0]} velocities')
+            np.take(vel, self._perm, out=self.velocities)
+        if not math.isfinite(self.positions.sum() + self.velocities.sum()):
+            bad = [self.state_joints[i] for i in np.flatnonzero(
+                ~np.isfinite(self.positions) | ~np.isfinite(self.velocities))]
+            raise ObservationError(f'JointState has NaN/Inf for {", ".join(bad)}')
+
+    def fill(self, goal: np.ndarray | None) -> np.ndarray:
+        """Build the observation (reused buffer) from the last :meth:`read_state` and `goal`."""
+        obs = self.obs
+        obs[self._pos_slots] = self.positions[self._pos_src]
+        if self.needs_velocity:
+            obs[self._vel_slots] = self.velocities[self._vel_src]
+        if self.needs_goal:
+            if goal is None:
+                raise ObservationError('no goal yet (topic or goal parameter)')
+            obs[self._goal_slots] = goal[self._goal_src]
+        return obs
+
+    def controlled_positions(self) -> np.ndarray:
+        """Positions of the controlled joints (action order) from the last state read."""
+        return self.positions[self._ctrl_src]
+
+
+def validate_goal(values: Any) -> np.ndarray:
+    """Check a goal: a finite [x, y, z] float64 array (ObservationError otherwise)."""
+    try:
+        goal = np.asarray(values, np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise ObservationError(f'goal {values!r} is not a list of numbers') from None
+    if goal.shape != (3,):
+        raise ObservationError(f'goal has {goal.size} values, expected 3 [x, y, z]')
+    if not np.isfinite(goal).all():
+        raise ObservationError('goal contains NaN/Inf')
+    return goal
+
+
+# ---------------------------------------------------------------------------------- messages
+
+def float64_array(values: np.ndarray, labels: Sequence[str] | None = None,
+                  msg: Float64MultiArray | None = None) -> Float64MultiArray:
+    """Fill (or build) a Float64MultiArray with `values`; `labels` adds one layout dim."""
+    if msg is None:
+        msg = Float64MultiArray()
+        if labels is not None:
+            msg.layout.dim = [MultiArrayDimension(label=','.join(labels), size=len(labels),
+                                                  stride=len(labels))]
+    msg.data = array.array('d', np.asarray(values, np.float64).tobytes())
+    return msg
+
+
+def as_array(values: Any) -> np.ndarray:
+    """View a message sequence field (array.array or list) as a float64 numpy array (no copy)."""
+    if isinstance(values, array.array):
+        return np.frombuffer(values, np.float64) if len(values) else np.zeros(0)
+    return np.asarray(values, np.float64)
+
+
+def key_values(values: Mapping[str, Any]) -> list[KeyValue]:
+    """Diagnostic KeyValues; floats printed with 4 significant digits."""
+    out = []
+    for key, value in values.items():
+        text = f'{value:.4g}' if isinstance(value, float) else str(value)
+        out.append(KeyValue(key=str(key), value=text))
+    return out
+
+
+def diagnostic_status(name: str, hardware_id: str, level: int, message: str,
+                      values: Mapping[str, Any]) -> DiagnosticStatus:
+    """One DiagnosticStatus (level OK/WARN/ERROR as bytes, as the message requires)."""
+    return DiagnosticStatus(level=bytes([level]), name=name, hardware_id=hardware_id,
+                            message=message, values=key_values(values))
+
+
+def diagnostic_array(stamp: Any, statuses: Sequence[DiagnosticStatus]) -> DiagnosticArray:
+    """Build a DiagnosticArray stamped `stamp` (builtin_interfaces/Time)."""
+    msg = DiagnosticArray()
+    msg.header.stamp = stamp
+    msg.status = list(statuses)
+    return msg
+
+
+def status_level(status: DiagnosticStatus) -> int:
+    """Return the level of a DiagnosticStatus as an int (the field is a bytes of length 1)."""
+    level = status.level
+    return level[0] if isinstance(level, (bytes, bytearray)) else int(level)
+
+
+class LatencyWindow:
+    """Fixed-size ring of latency samples (seconds) with p50/p99 in milliseconds."""
+
+    def __init__(self, size: int = 2000) -> None:
+        self._buf = np.zeros(size, np.float64)
+        self._n = 0
+
+    def add(self, seconds: float) -> None:
+        """Record one sample (no allocation)."""
+        self._buf[self._n % self._buf.shape[0]] = seconds
+        self._n += 1
+
+    def __len__(self) -> int:
+        return min(self._n, self._buf.shape[0])
+
+    def percentiles_ms(self) -> tuple[float, float]:
+        """(p50, p99) in ms over the window, NaN when empty."""
+        n = len(self)
+        if n == 0:
+            return math.nan, math.nan
+        p50, p99 = np.percentile(self._buf[:n], [50, 99])
+        return float(p50 * 1e3), float(p99 * 1e3)

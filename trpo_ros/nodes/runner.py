@@ -1,0 +1,110 @@
+"""Run one or several nodes in a process: MultiThreadedExecutor, clean SIGINT/SIGTERM exit.
+
+rclpy's own signal handlers are turned off; SIGINT and SIGTERM set a flag that the spin loop
+checks at least every `poll` seconds, then the nodes are destroyed, the context shut down, and
+the process exits 0 (what `ros2 launch` expects when it stops a node).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import rclpy
+from rclpy.context import Context
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
+
+NodeFactory = Callable[[Context], 'Node | Sequence[Node]']
+
+
+class StopFlag:
+    """Set by SIGINT/SIGTERM (or by code); `install()` hooks the signals in the main thread."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.signal_name = ''
+
+    def set(self, reason: str = 'stop') -> None:
+        """Ask the spin loop to stop."""
+        self.signal_name = self.signal_name or reason
+        self.event.set()
+
+    def is_set(self) -> bool:
+        """Tell whether a stop was requested."""
+        return self.event.is_set()
+
+    def install(self) -> None:
+        """Route SIGINT and SIGTERM to this flag (only possible from the main thread)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handler)
+
+    def _handler(self, signum: int, _frame: Any) -> None:
+        self.set(signal.Signals(signum).name)
+
+
+def spin_until(executor: MultiThreadedExecutor, stop: Callable[[], bool],
+               poll: float = 0.1) -> None:
+    """Spin `executor` until `stop()` is true or its context shuts down."""
+    context = executor.context
+    try:
+        while context.ok() and not stop():
+            executor.spin_once(timeout_sec=poll)
+    except (ExternalShutdownException, KeyboardInterrupt):
+        pass
+
+
+def drain(executor: MultiThreadedExecutor) -> None:
+    """Let in-flight callbacks finish, then shut the executor down.
+
+    rclpy's `Executor.shutdown` destroys its guard condition before the worker threads end,
+    so a callback still running at that moment fails noisily; joining the pool first avoids it.
+    """
+    pool = getattr(executor, '_executor', None)  # the ThreadPoolExecutor (Humble..Kilted)
+    if pool is not None:
+        pool.shutdown(wait=True)
+    executor.shutdown(timeout_sec=1.0)
+
+
+def run_nodes(factory: NodeFactory, args: Sequence[str] | None = None,
+              num_threads: int | None = None, stop: StopFlag | None = None) -> int:
+    """Create the nodes from `factory(context)` and spin them until SIGINT/SIGTERM.
+
+    Args:
+        factory: builds the node(s) in the given (initialized) context.
+        args: command line (``--ros-args ...`` is honoured), default sys.argv.
+        num_threads: executor threads (default: rclpy's choice).
+        stop: a flag to stop from code (tests); signals are always routed to it.
+
+    Returns:
+        0 on a clean stop.
+    """
+    stop = stop or StopFlag()
+    stop.install()
+    context = Context()
+    rclpy.init(args=args, context=context, signal_handler_options=SignalHandlerOptions.NO)
+    nodes: list[Node] = []
+    executor = None
+    try:
+        made = factory(context)
+        nodes = [made] if isinstance(made, Node) else list(made)
+        executor = MultiThreadedExecutor(num_threads=num_threads, context=context)
+        for node in nodes:
+            executor.add_node(node)
+        spin_until(executor, stop.is_set)
+    finally:
+        if executor is not None:
+            drain(executor)
+        for node in nodes:
+            try:
+                node.destroy_node()
+            except Exception:  # noqa: BLE001 - best effort while exiting
+                pass
+        if context.ok():
+            rclpy.shutdown(context=context)
+    return 0

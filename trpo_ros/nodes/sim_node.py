@@ -1,0 +1,286 @@
+"""A PyBullet arm from `trpo_ros.sim` behind the interface of a real ros2_control robot.
+
+Publishes ``/joint_states`` and ``/robot_description``, takes ``Float64MultiArray`` commands
+like a forward command controller (absolute position targets for position and position_delta
+envs, velocities or torques otherwise), draws a goal per episode (``/trpo/goal``, markers on
+``/trpo/markers``) and reports episode success on ``/diagnostics``.
+
+Modes: ``realtime`` steps at the control rate with the last command; ``lockstep`` steps once
+per command received and publishes the new joint state right after (deterministic tests).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PointStamped
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from std_msgs.msg import ColorRGBA, Float64MultiArray, String
+from std_srvs.srv import Trigger
+from visualization_msgs.msg import Marker, MarkerArray
+
+import trpo_ros.sim  # noqa: F401 - registers the envs
+from trpo_ros.nodes.conversions import (
+    OK,
+    WARN,
+    as_array,
+    command_qos,
+    diagnostic_array,
+    diagnostic_status,
+    latched_qos,
+    state_qos,
+)
+from trpo_ros.nodes.runner import run_nodes
+
+NODE_NAME = 'sim_node'
+MODES = ('realtime', 'lockstep')
+
+PARAMETERS: dict[str, tuple[Any, str]] = {
+    'env': ('trpo_ros/KukaReach-v0', 'Gymnasium id of a trpo_ros.sim reach env'),
+    'urdf': ('', 'robot override: URDF path, pybullet_data name or URDF text (empty = env)'),
+    'mode': ('realtime', "'realtime' (control-rate timer) or 'lockstep' (one step per command)"),
+    'command_topic': ('/forward_position_controller/commands', 'Float64MultiArray commands'),
+    'command_reliability': ('reliable', "command QoS: 'reliable' or 'best_effort'"),
+    'seed': (0, 'episode k is reset with seed + k (the same episodes as offline evaluation)'),
+    'max_episodes': (0, 'stop stepping after this many episodes (0 = never)'),
+    'lockstep_kick': (0.5, 'lockstep: re-publish the joint state after this many idle seconds'),
+    'marker_period': (0.1, 'seconds between /trpo/markers messages'),
+    'diagnostics_period': (1.0, 'seconds between /diagnostics messages'),
+    'frame_id': ('world', 'fixed frame of goal and markers'),
+}
+"""Declared parameters: name -> (default, description)."""
+
+
+def command_to_action(command: np.ndarray, control_mode: str, positions: np.ndarray,
+                      low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Env action for a robot command; position_delta gets `target - current`, clipped."""
+    if control_mode == 'position_delta':
+        return np.clip(command - positions, low, high)
+    return np.clip(command, low, high)
+
+
+class SimNode(Node):
+    """Simulated robot node (see the module docstring and README for the interface)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        for name, (default, text) in PARAMETERS.items():
+            self.declare_parameter(name, default, ParameterDescriptor(description=text,
+                                                                      read_only=True))
+        param = {name: self.get_parameter(name).value for name in PARAMETERS}
+        if param['mode'] not in MODES:
+            raise ValueError(f"parameter mode must be one of {MODES}, got {param['mode']!r}")
+        self.mode, self.frame_id, self.env_id = param['mode'], param['frame_id'], param['env']
+        self.max_episodes = int(param['max_episodes'])
+        self._kick = float(param['lockstep_kick'])
+        kwargs_env = {'urdf': param['urdf']} if param['urdf'] else {}
+        self.env = gym.make(param['env'], **kwargs_env)
+        self.info = self.env.unwrapped.spec_info()
+        self.joint_names = list(self.info['joint_names'])
+        self.control_mode = self.info['control_mode']
+        self.rate_hz = float(self.info['control_rate_hz'])
+        self._low = np.asarray(self.env.action_space.low, np.float64)
+        self._high = np.asarray(self.env.action_space.high, np.float64)
+        self._lock = threading.Lock()
+        self._command: np.ndarray | None = None
+        self._last_activity = time.monotonic()
+        self.results: list[dict[str, Any]] = []  # one dict per finished episode
+        self._counts = {'steps': 0, 'commands': 0, 'rejected_commands': 0}
+        self._episode_steps = 0
+
+        self._state_pub = self.create_publisher(JointState, '/joint_states', state_qos())
+        self._goal_pub = self.create_publisher(PointStamped, '/trpo/goal', latched_qos())
+        self._marker_pub = self.create_publisher(MarkerArray, '/trpo/markers', 10)
+        self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        description = self.create_publisher(String, '/robot_description', latched_qos())
+        description.publish(String(data=self.info['robot_description']))
+        self.create_subscription(Float64MultiArray, param['command_topic'], self._on_command,
+                                 command_qos(param['command_reliability']))
+        self.create_service(Trigger, '~/reset', self._on_reset)
+        self._state_msg = JointState(name=self.joint_names)
+
+        self._seed, self._episode_index = int(param['seed']), 0
+        with self._lock:
+            self._reset()
+            self._publish_goal()
+            self._publish_state()
+        if self.mode == 'realtime':
+            self.create_timer(1.0 / self.rate_hz, self._on_tick)
+        else:
+            self.create_timer(max(0.02, self._kick / 2), self._on_kick)
+        self.create_timer(max(0.02, float(param['marker_period'])), self._publish_markers)
+        self.create_timer(max(0.05, float(param['diagnostics_period'])), self._publish_diag)
+        self.get_logger().info(
+            f"{param['env']} ({self.control_mode}, {self.rate_hz:g} Hz, {self.mode}): "
+            f"joints {', '.join(self.joint_names)}; commands on {param['command_topic']}")
+
+    # ------------------------------------------------------------------------- properties
+
+    @property
+    def done(self) -> bool:
+        """True once `max_episodes` episodes have finished (never when it is 0)."""
+        return 0 < self.max_episodes <= len(self.results)
+
+    @property
+    def steps(self) -> int:
+        """Control steps simulated since start."""
+        return self._counts['steps']
+
+    def success_rate(self) -> float:
+        """Fraction of finished episodes that ended within the success threshold."""
+        if not self.results:
+            return float('nan')
+        return float(np.mean([r['success'] for r in self.results]))
+
+    # -------------------------------------------------------------------------- callbacks
+    def _on_command(self, msg: Float64MultiArray) -> None:
+        command = as_array(msg.data)
+        if command.shape != self._low.shape or not np.isfinite(command).all():
+            self._counts['rejected_commands'] += 1
+            self.get_logger().error(
+                f'ignored command of {command.size} values (expected {self._low.size} '
+                'finite values)', throttle_duration_sec=1.0)
+            return
+        with self._lock:
+            self._command = command.copy()
+            self._counts['commands'] += 1
+            self._last_activity = time.monotonic()
+            if self.mode == 'lockstep' and not self.done:
+                self._step(self._command)
+
+    def _on_tick(self) -> None:
+        with self._lock:
+            if not self.done:
+                self._step(self._command)
+
+    def _on_kick(self) -> None:
+        with self._lock:
+            if not self.done and time.monotonic() - self._last_activity > self._kick:
+                self._last_activity = time.monotonic()
+                self._publish_goal()
+                self._publish_state()
+
+    def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Any:
+        with self._lock:
+            self._reset()
+            self._publish_goal()
+            self._publish_state()
+            goal = self.env.unwrapped.goal
+        response.success = True
+        response.message = f'new episode, goal [{goal[0]:.3f}, {goal[1]:.3f}, {goal[2]:.3f}]'
+        return response
+
+    # ------------------------------------------------------------------------------- sim
+    def _step(self, command: np.ndarray | None) -> None:
+        """One control step (lock held): command -> env action -> step -> publish state."""
+        env = self.env.unwrapped
+        positions = env.joint_state()[0]
+        if command is None:  # no command yet: hold still
+            command = positions if self.control_mode.startswith('position') \
+                else np.zeros_like(self._low)
+        action = command_to_action(command, self.control_mode, positions, self._low, self._high)
+        _, _, terminated, truncated, info = self.env.step(action)
+        self._counts['steps'] += 1
+        self._episode_steps += 1
+        if terminated or truncated:
+            self.results.append({'success': bool(info['is_success']),
+                                 'final_distance': float(info['distance']),
+                                 'steps': self._episode_steps})
+            if self.done:
+                self.get_logger().info(
+                    f'{len(self.results)} episodes done, success rate {self.success_rate():.2f}')
+            self._reset()
+            self._publish_goal()
+        self._publish_state()
+
+    def _reset(self) -> None:
+        """Start the next episode (seed + episode index), forget the last command."""
+        self.env.reset(seed=self._seed + self._episode_index)
+        self._episode_index += 1
+        self._episode_steps = 0
+        self._command = None
+
+    def _publish_state(self) -> None:
+        positions, velocities, efforts = self.env.unwrapped.joint_state()
+        msg = self._state_msg
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.position = positions.astype(np.float64).tolist()
+        msg.velocity = velocities.astype(np.float64).tolist()
+        msg.effort = efforts.astype(np.float64).tolist()
+        self._state_pub.publish(msg)
+
+    def _publish_goal(self) -> None:
+        goal = self.env.unwrapped.goal
+        msg = PointStamped()
+        msg.header.frame_id = self.frame_id
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.point.x, msg.point.y, msg.point.z = (float(v) for v in goal)
+        self._goal_pub.publish(msg)
+
+    def _publish_markers(self) -> None:
+        with self._lock:
+            env = self.env.unwrapped
+            goal, ee = env.goal, env.ee_position()
+        threshold = float(self.info['success_threshold'])
+        close = float(np.linalg.norm(goal - ee)) < threshold
+        stamp = self.get_clock().now().to_msg()
+        markers = MarkerArray()
+        for marker_id, (name, xyz, size, color) in enumerate([
+                ('goal', goal, 2 * threshold, ColorRGBA(r=0.1, g=0.8, b=0.1, a=0.6)),
+                ('end_effector', ee, 0.04, ColorRGBA(r=0.1, g=0.9, b=0.1, a=1.0) if close
+                 else ColorRGBA(r=0.9, g=0.3, b=0.1, a=1.0))]):
+            marker = Marker(ns=name, id=marker_id, type=Marker.SPHERE, action=Marker.ADD)
+            marker.header.frame_id, marker.header.stamp = self.frame_id, stamp
+            marker.pose.position.x, marker.pose.position.y, marker.pose.position.z = (
+                float(v) for v in xyz)
+            marker.pose.orientation.w = 1.0
+            marker.scale.x = marker.scale.y = marker.scale.z = float(size)
+            marker.color = color
+            markers.markers.append(marker)
+        self._marker_pub.publish(markers)
+
+    def _publish_diag(self) -> None:
+        results = self.results
+        values: dict[str, Any] = {
+            'env': self.env_id,
+            'mode': self.mode,
+            'episodes': len(results),
+            'successes': sum(r['success'] for r in results),
+            'success_rate': self.success_rate(),
+            'mean_final_distance': float(np.mean([r['final_distance'] for r in results]))
+            if results else float('nan'),
+            'episode_step': self._episode_steps,
+            **self._counts,
+        }
+        level, message = OK, f'{len(results)} episodes, success rate {self.success_rate():.2f}'
+        if self._counts['commands'] == 0:
+            level, message = WARN, 'no commands received yet'
+        if self.done:
+            message = 'finished: ' + message
+        status = diagnostic_status(f'{self.get_name()}: episodes', self.get_fully_qualified_name(),
+                                   level, message, values)
+        self._diag_pub.publish(diagnostic_array(self.get_clock().now().to_msg(), [status]))
+
+    def destroy_node(self) -> None:
+        """Close the physics client, then the node."""
+        try:
+            self.env.close()
+        finally:
+            super().destroy_node()
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    """Entry point: `sim_node --ros-args -p mode:=lockstep`."""
+    return run_nodes(lambda context: SimNode(context=context), args=args)
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

@@ -1,0 +1,53 @@
+"""PyBullet Gymnasium envs for URDF arms; importing this module registers them.
+
+Registered ids:
+
+- ``trpo_ros/KukaReach-v0``: KUKA LBR iiwa 7 DoF (`sim/kuka_reach.yaml`), the default robot.
+- ``trpo_ros/PandaReach-v0``: Franka Panda, 7 arm joints (`sim/panda_reach.yaml`).
+- ``trpo_ros/Reach-v0``: any robot/task YAML: ``gym.make('trpo_ros/Reach-v0', robot_yaml=PATH)``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import gymnasium as gym
+from gymnasium.wrappers import TimeLimit
+
+from trpo_ros.sim.config import SimConfigError, find_sim_file, load_robot_yaml
+from trpo_ros.sim.reach_env import ReachEnv, save_gif
+
+__all__ = ['ENV_IDS', 'ReachEnv', 'SimConfigError', 'find_sim_file', 'load_robot_yaml',
+           'make_env_from_yaml', 'save_gif']
+
+ENV_IDS = {'trpo_ros/KukaReach-v0': 'kuka_reach.yaml',
+           'trpo_ros/PandaReach-v0': 'panda_reach.yaml'}
+_DEFAULT_EPISODE_STEPS = 50
+
+
+def _episode_steps(robot_yaml: str | os.PathLike) -> int:
+    return int(load_robot_yaml(robot_yaml)['task'].get('episode_steps', _DEFAULT_EPISODE_STEPS))
+
+
+def reach_from_yaml(robot_yaml: str | os.PathLike, **kwargs: Any) -> gym.Env:
+    """Entry point of 'trpo_ros/Reach-v0': a ReachEnv cut at the YAML's episode_steps."""
+    return TimeLimit(ReachEnv(robot_yaml=robot_yaml, **kwargs), _episode_steps(robot_yaml))
+
+
+def make_env_from_yaml(robot_yaml: str | os.PathLike, **kwargs: Any) -> gym.Env:
+    """``gym.make`` a reach env from a robot/task YAML (path or name under `sim/`)."""
+    return gym.make('trpo_ros/Reach-v0', robot_yaml=str(robot_yaml), **kwargs)
+
+
+def _register() -> None:
+    for env_id, robot_yaml in ENV_IDS.items():
+        if env_id not in gym.registry:
+            gym.register(env_id, entry_point='trpo_ros.sim.reach_env:ReachEnv',
+                         kwargs={'robot_yaml': robot_yaml},
+                         max_episode_steps=_episode_steps(robot_yaml))
+    if 'trpo_ros/Reach-v0' not in gym.registry:
+        gym.register('trpo_ros/Reach-v0', entry_point='trpo_ros.sim:reach_from_yaml')
+
+
+_register()

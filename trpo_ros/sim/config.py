@@ -1,0 +1,105 @@
+"""Robot/task YAML files under `sim/`: locating, loading and validating them.
+
+A robot/task YAML (see `sim/kuka_reach.yaml`) has two sections::
+
+    robot:                       # what is being simulated
+      urdf: kuka_iiwa/model.urdf # path (relative to the YAML), pybullet_data name or URDF
+      joints: null               # controlled joints; null = every revolute/prismatic joint
+      ee_link: lbr_iiwa_link_7   # end-effector link (its URDF frame is tracked)
+      base_position: [0, 0, 0]
+      base_orientation: [0, 0, 0, 1]
+      home: [...]                # reset configuration, one value per controlled joint
+      limits: {}                 # per-joint overrides {joint: {lower, upper, velocity, effort}}
+    task:                        # the reach task
+      control_mode: position_delta
+      max_delta: 0.05            # rad (or m) per control step, position_delta only
+      control_rate_hz: 50
+      physics_rate_hz: 240
+      episode_steps: 50
+      success_threshold: 0.05
+      goal_low: [x, y, z]        # goal region box, world frame (m)
+      goal_high: [x, y, z]
+      init_joint_noise: 0.1      # uniform noise (rad) around `home` at reset
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PACKAGE = 'trpo_ros'
+CONTROL_MODES = ('position', 'position_delta', 'velocity', 'torque')
+
+ROBOT_KEYS = ('urdf', 'joints', 'ee_link', 'base_position', 'base_orientation', 'home', 'limits')
+TASK_KEYS = ('control_mode', 'max_delta', 'control_rate_hz', 'physics_rate_hz', 'episode_steps',
+             'success_threshold', 'goal_low', 'goal_high', 'init_joint_noise')
+LIMIT_KEYS = ('lower', 'upper', 'velocity', 'effort')
+
+
+class SimConfigError(ValueError):
+    """A robot/task description is unusable (missing file, unknown link/joint/mode, ...)."""
+
+
+def sim_dirs() -> list[Path]:
+    """Folders searched for sim files: repo-root `sim/`, then installed `share/trpo_ros/sim`."""
+    dirs = [Path(__file__).resolve().parents[2] / 'sim',
+            Path(sys.prefix) / 'share' / PACKAGE / 'sim']
+    for prefix in os.environ.get('AMENT_PREFIX_PATH', '').split(os.pathsep):
+        if prefix:
+            dirs.append(Path(prefix) / 'share' / PACKAGE / 'sim')
+    return dirs
+
+
+def find_sim_file(name: str | os.PathLike) -> Path:
+    """Return the path of a sim file given as a path or a bare name like 'kuka_reach.yaml'.
+
+    Raises:
+        SimConfigError: the file exists in none of the searched places (they are listed).
+    """
+    path = Path(name).expanduser()
+    if path.is_file():
+        return path.resolve()
+    tried = [str(path)]
+    if not path.is_absolute():
+        for folder in sim_dirs():
+            candidate = folder / path
+            if candidate.is_file():
+                return candidate.resolve()
+            tried.append(str(candidate))
+    raise SimConfigError(f'sim file {str(name)!r} not found (looked at: {", ".join(tried)})')
+
+
+def load_robot_yaml(name: str | os.PathLike) -> dict[str, Any]:
+    """Load and validate a robot/task YAML; returns {'path', 'robot': {...}, 'task': {...}}.
+
+    A relative `robot.urdf` that exists next to the YAML is made absolute.
+    """
+    path = find_sim_file(name)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise SimConfigError(f'{path}: invalid YAML: {exc}') from exc
+    if not isinstance(data, dict):
+        raise SimConfigError(f'{path}: expected a mapping at the top level')
+    robot = data.get('robot') or {}
+    task = data.get('task') or {}
+    for section, values, allowed in (('robot', robot, ROBOT_KEYS), ('task', task, TASK_KEYS)):
+        if not isinstance(values, dict):
+            raise SimConfigError(f'{path}: `{section}` must be a mapping')
+        unknown = sorted(set(values) - set(allowed))
+        if unknown:
+            raise SimConfigError(f'{path}: unknown {section} keys {unknown} (allowed: {allowed})')
+    if 'urdf' not in robot:
+        raise SimConfigError(f'{path}: robot.urdf is required')
+    urdf = str(robot['urdf'])
+    if '<robot' not in urdf and not Path(urdf).is_absolute() and (path.parent / urdf).is_file():
+        robot['urdf'] = str((path.parent / urdf).resolve())
+    mode = task.get('control_mode')
+    if mode is not None and mode not in CONTROL_MODES:
+        raise SimConfigError(f'{path}: unknown control_mode {mode!r} '
+                             f'(choose from {CONTROL_MODES})')
+    return {'path': str(path), 'robot': robot, 'task': task}
