@@ -180,7 +180,7 @@ class Policy:
                    _output_names=[outputs[0].name])
 
     def act(self, obs: Any) -> np.ndarray:
-        """Command(s) for observation(s): 1-D [obs_dim] -> [action_dim], 2-D -> [batch, action_dim].
+        """Command(s) in command units: 1-D obs -> 1-D action, 2-D batch -> 2-D batch.
 
         Raises:
             PolicyError: wrong shape or a NaN/Inf entry.

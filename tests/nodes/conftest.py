@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 from nodes_helpers import NodeProcess, Probe
 
+TRAIN_STEPS = 40_960  # ~50 s on 2 cores; enough for a policy that sometimes succeeds
+
 
 @pytest.fixture
 def probe():
@@ -33,3 +35,21 @@ def node_process(tmp_path: Path):
     for proc in started:
         if proc.alive():
             proc.stop(signal.SIGKILL)
+
+
+@pytest.fixture(scope='session')
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run directory with a KukaReach policy trained briefly (run_dir/policy.onnx)."""
+    from trpo_ros.core.config import load_config
+    from trpo_ros.core.trainer import Trainer
+
+    run_dir = tmp_path_factory.mktemp('kuka') / 'run'
+    config = load_config(env_id='trpo_ros/KukaReach-v0', total_steps=TRAIN_STEPS, n_steps=2048,
+                         seed=0, eval_every=1000, checkpoint_every=1000)
+    trainer = Trainer(config, run_dir, tensorboard=False)
+    try:
+        trainer.train()
+    finally:
+        trainer.close()
+    assert (run_dir / 'policy.onnx').is_file()
+    return run_dir

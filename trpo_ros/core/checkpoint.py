@@ -41,13 +41,13 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 
 def save_checkpoint(state: dict[str, Any], checkpoint_dir: str | Path, iteration: int,
-                    keep: int = 3) -> Path:
-    """Write `ckpt_<iteration>.pt` atomically and keep only the newest `keep` files."""
+                    keep: int = 3, name: str | None = None) -> Path:
+    """Write `ckpt_<iteration>.pt` (or `name`) atomically; keep the newest `keep` ckpt files."""
     import io
 
     buffer = io.BytesIO()
     torch.save({'format': CHECKPOINT_FORMAT, **state}, buffer)
-    path = Path(checkpoint_dir) / f'ckpt_{iteration:06d}.pt'
+    path = Path(checkpoint_dir) / (name or f'ckpt_{iteration:06d}.pt')
     atomic_write_bytes(path, buffer.getvalue())
     for old in list_checkpoints(checkpoint_dir)[:-keep]:
         old.unlink(missing_ok=True)

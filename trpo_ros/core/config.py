@@ -31,6 +31,14 @@ class TRPOConfig:
     """Parallel environments; more than one runs them in subprocesses (AsyncVectorEnv)."""
     n_steps: int = 2048
     """Steps collected per environment per iteration (batch = n_envs * n_steps)."""
+    rollout_backend: str = 'local'
+    """'local' (this machine: in-process or subprocess envs) or 'ray' (Ray actors)."""
+    ray_address: str = ''
+    """Ray cluster to join ('auto', 'HOST:PORT'); empty starts a local Ray instance."""
+    num_workers: int = 2
+    """Ray backend: rollout worker actors."""
+    envs_per_worker: int = 1
+    """Ray backend: environments stepped by each worker."""
     gamma: float = 0.99
     """Discount factor."""
     gae_lambda: float = 0.95
@@ -83,7 +91,7 @@ class TRPOConfig:
     """Restore the previous policy (and shrink delta) when the return falls too much."""
     regression_tolerance: float = 0.2
     """Allowed fall of the mean episodic return, as a fraction of its magnitude (min 1.0)."""
-    checkpoint_every: int = 10
+    checkpoint_every: int = 25
     """Write a checkpoint (and policy.onnx) every this many iterations."""
     eval_every: int = 10
     """Evaluate deterministically every this many iterations (0 = never during training)."""
@@ -100,6 +108,11 @@ class TRPOConfig:
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ConfigError(f'{name} must be > 0, got {getattr(self, name)!r}')
+        if self.rollout_backend not in ('local', 'ray'):
+            raise ConfigError(f"rollout_backend must be 'local' or 'ray', "
+                              f'got {self.rollout_backend!r}')
+        if self.num_workers <= 0 or self.envs_per_worker <= 0:
+            raise ConfigError('num_workers and envs_per_worker must be > 0')
         if self.trust_region not in ('fixed', 'adaptive'):
             raise ConfigError(f"trust_region must be 'fixed' or 'adaptive', "
                               f'got {self.trust_region!r}')
@@ -121,9 +134,16 @@ class TRPOConfig:
             raise ConfigError(f'hidden_sizes must be positive widths, got {self.hidden_sizes}')
 
     @property
+    def total_envs(self) -> int:
+        """Environments stepped in parallel by the chosen rollout backend."""
+        if self.rollout_backend == 'ray':
+            return self.num_workers * self.envs_per_worker
+        return self.n_envs
+
+    @property
     def batch_size(self) -> int:
         """Environment steps per iteration."""
-        return self.n_envs * self.n_steps
+        return self.total_envs * self.n_steps
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dict (tuples become lists)."""

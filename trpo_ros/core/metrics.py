@@ -16,6 +16,7 @@ METRICS: dict[str, str] = {
     'rollout/ep_return_mean': 'mean return of episodes that ended in this batch',
     'rollout/ep_len_mean': 'mean length of those episodes',
     'rollout/success_rate': 'share of those episodes that ended in success (reach envs)',
+    'rollout/lost_steps': 'steps lost with a failed rollout worker and collected again',
     'train/kl': 'measured mean KL(pi_old || pi_new) of the accepted step (0 if rejected)',
     'train/delta': 'trust-region radius the step was bounded by',
     'train/delta_next': 'radius for the next step after adaptation',

@@ -84,6 +84,8 @@ class Batch:
     episode_returns: list[float] = field(default_factory=list)
     episode_lengths: list[int] = field(default_factory=list)
     episode_successes: list[float] = field(default_factory=list)
+    lost_steps: int = 0
+    """Steps collected by workers that died and were collected again (Ray backend)."""
 
     @property
     def size(self) -> int:
@@ -91,9 +93,21 @@ class Batch:
         return int(self.rewards.size)
 
 
+def make_collector(config: TRPOConfig, seed: int) -> RolloutCollector:
+    """The rollout backend of the config: local vector env, or Ray actors."""
+    if config.rollout_backend == 'ray':
+        from trpo_ros.core.ray_rollout import RayCollector
+
+        return RayCollector(config, seed)
+    return RolloutCollector(make_vector_env(config), seed)
+
+
 class RolloutCollector:
     """Steps the vector env with the current stochastic policy. Episode bookkeeping carries
-    across iterations, so episodes that span two batches are counted once, whole."""
+    across iterations, so episodes that span two batches are counted once, whole.
+
+    A rollout backend is anything with this `collect` and `close` (see ray_rollout.py).
+    """
 
     def __init__(self, envs: gym.vector.VectorEnv, seed: int) -> None:
         self.envs = envs
@@ -130,6 +144,10 @@ class RolloutCollector:
                 self._finish_episodes(done, info, next_buf[t], batch)
             self.obs = next_obs
         return batch
+
+    def close(self) -> None:
+        """Close the environments."""
+        self.envs.close()
 
     def _finish_episodes(self, done: np.ndarray, info: dict, next_obs: np.ndarray,
                          batch: Batch) -> None:

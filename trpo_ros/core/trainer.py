@@ -30,11 +30,10 @@ from trpo_ros.core.networks import Critic
 from trpo_ros.core.rollout import (
     Batch,
     RewardScaler,
-    RolloutCollector,
     env_info,
     evaluate,
+    make_collector,
     make_env,
-    make_vector_env,
 )
 from trpo_ros.core.trpo import (
     StepResult,
@@ -80,7 +79,7 @@ class Trainer:
         self.critic = Critic(obs_dim, config.hidden_sizes)
         self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr)
         self.trust_region = TrustRegion(config)
-        self.reward_scaler = RewardScaler(config.n_envs, config.gamma)
+        self.reward_scaler = RewardScaler(config.total_envs, config.gamma)
         self.iteration = 0
         self.env_steps = 0
         self.best_eval_return = -math.inf
@@ -96,12 +95,13 @@ class Trainer:
         self.metrics = MetricsLog(self.run_dir, tensorboard)
         if resume:
             self.metrics.truncate(self.iteration)
-        self.envs = make_vector_env(config)
-        self.collector = RolloutCollector(self.envs, seed=config.seed + 1000 * self.iteration)
+        self.collector = make_collector(config, seed=config.seed + 1000 * self.iteration)
         self.pause_event = threading.Event()  # set = paused (used by the ROS node)
         self.stop_event = threading.Event()
         self.policy_lock = threading.Lock()  # held while the policy parameters change
         self.last_export_error: str | None = None
+        self._best_exported = True
+        self._saved_iteration = -1
         self._started = time.perf_counter()
 
     # ------------------------------------------------------------------ the loop
@@ -129,7 +129,8 @@ class Trainer:
         finally:
             if bar is not None:
                 bar.close()
-        self.save()
+        if self._saved_iteration != self.iteration:
+            self.save()
         return row
 
     def train_iteration(self) -> dict[str, float]:
@@ -240,7 +241,8 @@ class Trainer:
 
         return {'rollout/ep_return_mean': mean(batch.episode_returns),
                 'rollout/ep_len_mean': mean(batch.episode_lengths),
-                'rollout/success_rate': mean(batch.episode_successes)}
+                'rollout/success_rate': mean(batch.episode_successes),
+                'rollout/lost_steps': float(batch.lost_steps)}
 
     # ------------------------------------------------------------------ evaluation
 
@@ -261,21 +263,29 @@ class Trainer:
                'eval/success_rate': result.get('success_rate', math.nan)}
         if result['return_mean'] > self.best_eval_return:
             self.best_eval_return = result['return_mean']
-            checkpoint = self.save(export=False)
-            self._export(checkpoint, self.run_dir / 'best.onnx')
+            # Cheap now; best.onnx is exported from it with the next policy.onnx.
+            save_checkpoint(self._state(), self.run_dir / 'checkpoints', self.iteration,
+                            name='best.pt')
+            self._best_exported = False
         return row
 
     # ------------------------------------------------------------------ persistence
 
     def save(self, export: bool = True) -> Path:
-        """Checkpoint (atomic), refresh the learning curve and, by default, policy.onnx."""
+        """Checkpoint (atomic), refresh the learning curve and, by default, export
+        policy.onnx (and best.onnx when a better evaluation came since the last export)."""
         path = save_checkpoint(self._state(), self.run_dir / 'checkpoints', self.iteration)
         self.checkpoint_path = path
+        self._saved_iteration = self.iteration
         if self.metrics.rows:
             plot_learning_curve(self.metrics.rows, self.run_dir / 'learning_curve.png',
                                 f'TRPO on {self.config.env_id}')
         if export:
             self._export(path, self.run_dir / 'policy.onnx')
+            if not self._best_exported:
+                self._export(self.run_dir / 'checkpoints' / 'best.pt',
+                             self.run_dir / 'best.onnx')
+                self._best_exported = True
         return path
 
     def export(self, path: str | Path | None = None) -> Path:
@@ -340,7 +350,7 @@ class Trainer:
 
     def close(self) -> None:
         """Release the environments and the TensorBoard writer."""
-        self.envs.close()
+        self.collector.close()
         self.eval_env.close()
         self.metrics.close()
 
