@@ -20,3 +20,15 @@ def ros_domain_id(monkeypatch: pytest.MonkeyPatch) -> int:
     domain = next(_domain_ids) % 200 + 1
     monkeypatch.setenv('ROS_DOMAIN_ID', str(domain))
     return domain
+
+
+TIERS = ('unit', 'integration', 'learning')
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test belongs to a tier (README: unit, integration, learning)."""
+    untiered = [item.nodeid for item in items
+                if not any(item.get_closest_marker(tier) for tier in TIERS)]
+    if untiered:
+        raise pytest.UsageError('tests without a tier marker (unit/integration/learning): '
+                                + ', '.join(untiered[:5]))

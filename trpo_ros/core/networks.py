@@ -109,8 +109,9 @@ class ActionScaler(nn.Module):
         super().__init__()
         low, high = np.asarray(low, np.float64), np.asarray(high, np.float64)
         bounded = np.isfinite(low) & np.isfinite(high)
-        center = np.where(bounded, (high + low) / 2, 0.0)
-        half = np.where(bounded, (high - low) / 2, 1.0)
+        center, half = np.zeros_like(low), np.ones_like(low)
+        center[bounded] = (high[bounded] + low[bounded]) / 2
+        half[bounded] = (high[bounded] - low[bounded]) / 2
         self.register_buffer('center', torch.as_tensor(center, dtype=torch.float32))
         self.register_buffer('half_range', torch.as_tensor(half, dtype=torch.float32))
         self.register_buffer('bounded', torch.as_tensor(bounded))
