@@ -26,7 +26,6 @@ import signal  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
-import threading  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -120,7 +119,11 @@ def rss_kb(pid: int) -> int:
 # --------------------------------------------------------------------------------- the prober
 
 class Prober:
-    """Publishes JointStates to each target and timestamps the commands coming back."""
+    """Publishes JointStates to each target and timestamps the commands coming back.
+
+    Everything runs in the calling thread (a SingleThreadedExecutor spun between publishes),
+    so no thread hand-off adds to the measured round trip.
+    """
 
     def __init__(self, targets: dict[str, tuple[str, str]]) -> None:
         import rclpy
@@ -135,45 +138,46 @@ class Prober:
         self.context = Context()
         rclpy.init(context=self.context, signal_handler_options=SignalHandlerOptions.NO)
         self.node = rclpy.create_node('latency_prober', context=self.context)
-        self.pubs, self.events, self.received, self.arrival = {}, {}, {}, {}
+        self.pubs, self.received, self.arrival = {}, {}, {}
         for name, (state_topic, command_topic) in targets.items():
             self.pubs[name] = self.node.create_publisher(JointState, state_topic, state_qos())
-            self.events[name] = threading.Event()
             self.received[name] = 0
+            # deep queue: a slow prober must not be mistaken for unanswered states
             self.node.create_subscription(Float64MultiArray, command_topic,
-                                          self._callback(name), command_qos())
+                                          self._callback(name), command_qos(depth=1000))
         self.msg = JointState(name=KUKA_JOINTS)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
 
     def _callback(self, name):
         def on_command(_msg):
             self.arrival[name] = time.perf_counter()
             self.received[name] += 1
-            self.events[name].set()
         return on_command
 
-    def _spin(self) -> None:
-        while self.context.ok():
-            try:
-                self.executor.spin_once(timeout_sec=0.05)
-            except Exception:  # noqa: BLE001 - context shut down while waiting
+    def spin_until(self, deadline: float, name: str | None = None, count: int = 0) -> None:
+        """Process callbacks until `deadline` (or until target `name` has `count` replies)."""
+        while True:
+            if name is not None and self.received[name] >= count:
                 return
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                return
+            self.executor.spin_once(timeout_sec=left)
 
     def send(self, name: str, rng: np.random.Generator) -> float:
         self.msg.position = rng.uniform(-1, 1, 7).tolist()
         self.msg.velocity = rng.uniform(-1, 1, 7).tolist()
         self.msg.header.stamp = self.node.get_clock().now().to_msg()
-        self.events[name].clear()
         t = time.perf_counter()
         self.pubs[name].publish(self.msg)
         return t
 
     def round_trip(self, name: str, rng: np.random.Generator, timeout: float = 0.1) -> float:
+        expected = self.received[name] + 1
         t = self.send(name, rng)
-        if not self.events[name].wait(timeout):
+        self.spin_until(t + timeout, name, expected)
+        if self.received[name] < expected:
             return float('nan')
         return self.arrival[name] - t
 
@@ -183,12 +187,14 @@ class Prober:
             while not np.isfinite(self.round_trip(name, rng, 0.2)):
                 if time.monotonic() > deadline:
                     raise SystemExit(f'target {name} never answered')
+        self.spin_until(time.perf_counter() + 0.2)  # drain late replies
+        for name in self.pubs:
+            self.received[name] = 0
 
     def close(self) -> None:
         import rclpy
 
         rclpy.shutdown(context=self.context)
-        self.thread.join(2.0)
 
 
 def paced(rate: float, seconds: float):
@@ -199,10 +205,7 @@ def paced(rate: float, seconds: float):
         deadline = start + k * period
         if deadline - start >= seconds:
             return
-        delay = deadline - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
-        yield k
+        yield k, deadline
         k += 1
 
 
@@ -250,9 +253,10 @@ def main() -> int:
             prober.round_trip('echo', rng)
         samples: dict[str, list[float]] = {'inference': [], 'echo': []}
         seconds = 2 * args.samples / args.rate
-        for k in paced(args.rate, seconds):
+        for k, deadline in paced(args.rate, seconds):
+            prober.spin_until(deadline)
             name = 'inference' if k % 2 == 0 else 'echo'
-            samples[name].append(prober.round_trip(name, rng, timeout=0.5 / args.rate * 2))
+            samples[name].append(prober.round_trip(name, rng, timeout=0.9 / args.rate))
         inf, ech = stats_ms(samples['inference']), stats_ms(samples['echo'])
         ratio = inf['p50_ms'] / ech['p50_ms']
         print(f'round trip state -> command, {args.rate:g} Hz ping-pong, '
@@ -265,14 +269,15 @@ def main() -> int:
               f'{"OK" if inf["p99_ms"] <= 2.0 else "MISSED"}')
 
         # Soak: open loop at soak-rate into inference_node.
+        prober.spin_until(time.perf_counter() + 0.5)
         base = prober.received['inference']
-        time.sleep(0.5)
         rss0 = rss_kb(inference.pid)
         sent = 0
-        for _ in paced(args.soak_rate, args.soak_seconds):
+        for _, deadline in paced(args.soak_rate, args.soak_seconds):
+            prober.spin_until(deadline)
             prober.send('inference', rng)
             sent += 1
-        time.sleep(0.5)
+        prober.spin_until(time.perf_counter() + 0.5)
         answered = prober.received['inference'] - base
         rss1 = rss_kb(inference.pid)
         growth_mb = (rss1 - rss0) / 1024

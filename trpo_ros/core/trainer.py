@@ -124,8 +124,8 @@ class Trainer:
                 if callback is not None:
                     callback(self, row)
                 if bar is not None:
+                    bar.set_postfix_str(_postfix(row), refresh=False)
                     bar.update(int(row['env_steps']) - bar.n)
-                    bar.set_postfix_str(_postfix(row))
         finally:
             if bar is not None:
                 bar.close()

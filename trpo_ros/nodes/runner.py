@@ -14,7 +14,12 @@ from typing import Any
 
 import rclpy
 from rclpy.context import Context
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import (
+    Executor,
+    ExternalShutdownException,
+    MultiThreadedExecutor,
+    SingleThreadedExecutor,
+)
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 
@@ -48,7 +53,7 @@ class StopFlag:
         self.set(signal.Signals(signum).name)
 
 
-def spin_until(executor: MultiThreadedExecutor, stop: Callable[[], bool],
+def spin_until(executor: Executor, stop: Callable[[], bool],
                poll: float = 0.1) -> None:
     """Spin `executor` until `stop()` is true or its context shuts down."""
     context = executor.context
@@ -59,7 +64,7 @@ def spin_until(executor: MultiThreadedExecutor, stop: Callable[[], bool],
         pass
 
 
-def drain(executor: MultiThreadedExecutor) -> None:
+def drain(executor: Executor) -> None:
     """Let in-flight callbacks finish, then shut the executor down.
 
     rclpy's `Executor.shutdown` destroys its guard condition before the worker threads end,
@@ -78,7 +83,8 @@ def run_nodes(factory: NodeFactory, args: Sequence[str] | None = None,
     Args:
         factory: builds the node(s) in the given (initialized) context.
         args: command line (``--ros-args ...`` is honoured), default sys.argv.
-        num_threads: executor threads (default: rclpy's choice).
+        num_threads: executor threads (default: rclpy's choice); 1 = a SingleThreadedExecutor
+            (lowest latency and jitter for a single node whose callbacks are all short).
         stop: a flag to stop from code (tests); signals are always routed to it.
 
     Returns:
@@ -93,7 +99,8 @@ def run_nodes(factory: NodeFactory, args: Sequence[str] | None = None,
     try:
         made = factory(context)
         nodes = [made] if isinstance(made, Node) else list(made)
-        executor = MultiThreadedExecutor(num_threads=num_threads, context=context)
+        executor = SingleThreadedExecutor(context=context) if num_threads == 1 \
+            else MultiThreadedExecutor(num_threads=num_threads, context=context)
         for node in nodes:
             executor.add_node(node)
         spin_until(executor, stop.is_set)

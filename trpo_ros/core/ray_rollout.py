@@ -1,0 +1,265 @@
+"""Rollouts on Ray actors: the same `collect`/`close` as `RolloutCollector`, across machines.
+
+Each worker is a Ray actor that owns `envs_per_worker` environments and a `RolloutCollector`
+over them (the local collector is the one way to collect; this module only ships it the
+policy and gathers what it returns). Per iteration:
+
+1. the learner puts ONE payload in the object store (`ray.put`): actor weights, normalizer and
+   action-scaler buffers, and the learner's torch generator state — a few tens of KB;
+2. every worker gets one remote call, `collect(payload_ref, n_steps)`, and steps its envs
+   `n_steps` times with no further traffic;
+3. the learner gathers the batches (`ray.wait`) and concatenates them along the env axis, so
+   the Batch has `num_workers * envs_per_worker` columns, worker k's envs in columns
+   k*m .. k*m+m-1 — the layout of a local collector with that many envs.
+
+Seeding (so that one worker reproduces the local backend exactly): worker k resets its envs
+with `seed + k * envs_per_worker` (env j of the whole batch gets `seed + j`, as in a local
+vector env). Worker 0 draws its sampling noise from the learner's generator (its state travels
+in the payload and the advanced state comes back), so with one worker the Ray and local
+backends give identical batches and leave the learner's generator in the same state. Workers
+k >= 1 own a generator seeded from (seed, k, restart generation).
+
+Faults: a worker whose actor dies mid-iteration (`RayActorError`) is replaced by a new actor
+with fresh, differently seeded envs, and its share is collected again, so every iteration
+returns the full batch. Everything the dead worker had collected in that iteration is
+discarded; the learner cannot know how far it got (one call per iteration, no progress
+reports), so its whole share (`n_steps * envs_per_worker`) is counted in `Batch.lost_steps`
+(an upper bound of the steps it had actually stepped). Episodes in progress on the dead
+worker are lost, never counted; episodes spanning iterations on live workers are counted once.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+import numpy as np
+import torch
+
+from trpo_ros.core.config import ConfigError, TRPOConfig, from_dict
+from trpo_ros.core.networks import ActionScaler, GaussianActor, ObsNormalizer
+from trpo_ros.core.rollout import Batch, RolloutCollector, make_vector_env
+
+CONNECT_TIMEOUT_S = 3.0
+"""How long to try a HOST:PORT cluster address before giving up with a ConfigError."""
+READY_TIMEOUT_S = 300.0
+"""How long to wait for the worker actors to be placed and to build their envs."""
+MAX_RESTARTS_PER_ITERATION = 3
+"""Restarts of one worker slot within one iteration before the iteration fails."""
+
+
+def _import_ray() -> Any:
+    """`import ray`, or a ConfigError that says how to get it."""
+    os.environ.setdefault('RAY_USAGE_STATS_ENABLED', '0')  # no usage reports leave the machine
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("rollout_backend 'ray' needs Ray: pip install 'trpo_ros[ray]' "
+                          "(or 'ray>=2.9,<3')") from None
+    return ray
+
+
+def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Raise ConfigError when a 'HOST:PORT' Ray address has nothing listening.
+
+    'auto', '' and 'ray://' client addresses are left to `ray.init`.
+    """
+    if not address or address == 'auto' or '://' in address:
+        return
+    host, sep, port = address.rpartition(':')
+    if not sep or not port.isdigit():
+        raise ConfigError(f"ray_address must be 'auto' or HOST:PORT, got {address!r}")
+    try:
+        with socket.create_connection((host or '127.0.0.1', int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise ConfigError(f'cannot reach the Ray cluster at {address}: '
+                          f'{exc.strerror or exc.__class__.__name__} '
+                          "(start it with 'ray start --head' or fix --ray-address)") from None
+
+
+def connect(address: str) -> bool:
+    """Join the cluster at `address` or, when empty, start a local Ray instance bound to
+    127.0.0.1. Returns True when this call started Ray (the caller shuts it down).
+    An already initialized Ray in this process is used as it is."""
+    ray = _import_ray()
+    check_reachable(address)
+    if ray.is_initialized():
+        return False
+    try:
+        if address:
+            ray.init(address=address, include_dashboard=False, log_to_driver=True)
+        else:
+            ray.init(include_dashboard=False, _node_ip_address='127.0.0.1')
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+        raise ConfigError(f'cannot connect to the Ray cluster at {address or "local"}: '
+                          f'{first_line}') from None
+    return True
+
+
+def generator_seed(seed: int, worker: int, generation: int) -> int:
+    """Seed of worker `worker`'s own torch generator (workers >= 1), per restart generation."""
+    state = np.random.SeedSequence([seed, worker, generation]).generate_state(1, np.uint64)
+    return int(state[0])
+
+
+class RolloutWorker:
+    """The body of one Ray rollout actor: a local `RolloutCollector` over its own envs."""
+
+    def __init__(self, config: dict[str, Any], reset_seed: int, seed: int) -> None:
+        """Build the envs (`config['n_envs']` of them) and the acting modules."""
+        cfg = from_dict(config)
+        torch.set_num_threads(cfg.torch_threads)
+        envs = make_vector_env(cfg)
+        self.collector = RolloutCollector(envs, reset_seed)
+        obs_dim = envs.single_observation_space.shape[0]
+        space = envs.single_action_space
+        self.normalizer = ObsNormalizer(obs_dim, cfg.obs_clip, cfg.normalize_obs)
+        self.actor = GaussianActor(obs_dim, space.shape[0], cfg.hidden_sizes, cfg.init_log_std)
+        self.scaler = ActionScaler(space.low, space.high)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def ready(self) -> tuple[str, int]:
+        """(hostname, pid): answers once the envs are built."""
+        return socket.gethostname(), os.getpid()
+
+    def collect(self, payload: dict[str, Any], n_steps: int,
+                use_learner_generator: bool) -> tuple[Batch, torch.Tensor | None]:
+        """Load the payload's policy and collect `n_steps` per env. With
+        `use_learner_generator` the noise comes from the learner's generator state (in the
+        payload) and its advanced state is returned; otherwise from this worker's own."""
+        for module, key in ((self.normalizer, 'normalizer'), (self.actor, 'actor'),
+                            (self.scaler, 'scaler')):
+            module.load_state_dict({k: torch.tensor(v) for k, v in payload[key].items()})
+        generator = self.generator
+        if use_learner_generator:
+            generator = torch.Generator()
+            generator.set_state(torch.tensor(payload['generator']))
+        batch = self.collector.collect(n_steps, self.normalizer, self.actor, self.scaler,
+                                       generator)
+        return batch, generator.get_state() if use_learner_generator else None
+
+    def close(self) -> None:
+        """Close the envs."""
+        self.collector.close()
+
+
+def _numpy_state(module: torch.nn.Module) -> dict[str, np.ndarray]:
+    return {k: v.detach().cpu().numpy().copy() for k, v in module.state_dict().items()}
+
+
+def make_payload(normalizer: ObsNormalizer, actor: GaussianActor, scaler: ActionScaler,
+                 generator: torch.Generator) -> dict[str, Any]:
+    """What the learner sends each iteration (numpy arrays: Ray ships them without pickling
+    their data)."""
+    return {'normalizer': _numpy_state(normalizer), 'actor': _numpy_state(actor),
+            'scaler': _numpy_state(scaler), 'generator': generator.get_state().numpy()}
+
+
+def concatenate(batches: list[Batch], lost_steps: int = 0) -> Batch:
+    """Join worker batches along the env axis (episode statistics in worker order)."""
+    def cat(name: str) -> np.ndarray:
+        return np.concatenate([getattr(b, name) for b in batches], axis=1)
+
+    joined = Batch(cat('obs'), cat('actions'), cat('rewards'), cat('terminated'),
+                   cat('truncated'), cat('next_obs'), lost_steps=lost_steps)
+    for b in batches:
+        joined.episode_returns.extend(b.episode_returns)
+        joined.episode_lengths.extend(b.episode_lengths)
+        joined.episode_successes.extend(b.episode_successes)
+    return joined
+
+
+class RayCollector:
+    """Rollout backend on `config.num_workers` Ray actors with `config.envs_per_worker` envs
+    each; `collect` returns one Batch with `config.total_envs` env columns."""
+
+    def __init__(self, config: TRPOConfig, seed: int) -> None:
+        """Connect (or start Ray), check the cluster has the CPUs, start the workers."""
+        self.ray = _import_ray()
+        self.config = config
+        self.seed = seed
+        self.m = config.envs_per_worker
+        self._owns_ray = connect(config.ray_address)
+        self._closed = False
+        try:
+            need = config.num_workers * self.m
+            have = self.ray.cluster_resources().get('CPU', 0)
+            if need > have:
+                raise ConfigError(f'Ray cluster at {config.ray_address or "local"} has {have:g} '
+                                  f'CPUs; num_workers * envs_per_worker = {need} needs {need}')
+            self._worker_config = config.replace(n_envs=self.m, rollout_backend='local',
+                                                 ray_address='').to_dict()
+            self._actor_class = self.ray.remote(num_cpus=self.m, max_restarts=0)(RolloutWorker)
+            self.generations = [0] * config.num_workers
+            self.workers = [self._start(k) for k in range(config.num_workers)]
+            self.hosts = self.ray.get([w.ready.remote() for w in self.workers],
+                                      timeout=READY_TIMEOUT_S)
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self, k: int) -> Any:
+        generation = self.generations[k]
+        reset_seed = self.seed + k * self.m + self.config.total_envs * generation
+        return self._actor_class.remote(self._worker_config, reset_seed,
+                                        generator_seed(self.seed, k, generation))
+
+    def _restart(self, k: int) -> None:
+        try:
+            self.ray.kill(self.workers[k])
+        except Exception:  # noqa: BLE001 - it is already dead or unreachable
+            pass
+        self.generations[k] += 1
+        self.workers[k] = self._start(k)
+
+    def collect(self, n_steps: int, normalizer: ObsNormalizer, actor: GaussianActor,
+                scaler: ActionScaler, generator: torch.Generator) -> Batch:
+        """Run `n_steps` steps in every env of every worker (one remote call per worker)."""
+        ray = self.ray
+        payload = ray.put(make_payload(normalizer, actor, scaler, generator))
+        pending = {self.workers[k].collect.remote(payload, n_steps, k == 0): k
+                   for k in range(len(self.workers))}
+        results: list[Batch | None] = [None] * len(self.workers)
+        restarts = [0] * len(self.workers)
+        lost_steps = 0
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            k = pending.pop(done[0])
+            try:
+                batch, generator_state = ray.get(done[0])
+            except ray.exceptions.RayActorError as exc:
+                restarts[k] += 1
+                if restarts[k] > MAX_RESTARTS_PER_ITERATION:
+                    raise RuntimeError(f'rollout worker {k} died {restarts[k]} times in one '
+                                       f'iteration; last error: {exc}') from None
+                lost_steps += n_steps * self.m
+                self._restart(k)
+                pending[self.workers[k].collect.remote(payload, n_steps, k == 0)] = k
+                continue
+            if generator_state is not None:
+                generator.set_state(generator_state)
+            results[k] = batch
+        return concatenate(results, lost_steps)
+
+    def close(self) -> None:
+        """Close the workers' envs, end the actors, and shut Ray down if this started it."""
+        if self._closed:
+            return
+        self._closed = True
+        workers = getattr(self, 'workers', [])
+        if workers:
+            try:
+                self.ray.get([w.close.remote() for w in workers], timeout=10)
+            except Exception:  # noqa: BLE001 - a dead worker has nothing left to close
+                pass
+            for w in workers:
+                try:
+                    self.ray.kill(w)
+                except Exception:  # noqa: BLE001
+                    pass
+        if self._owns_ray:
+            self.ray.shutdown()
+

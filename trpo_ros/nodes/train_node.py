@@ -1,0 +1,664 @@
+"""TRPO training as a ROS 2 node: a thin adapter over :class:`trpo_ros.core.trainer.Trainer`.
+
+The trainer runs in a background thread; the executor stays free for services, the live
+preview and shutdown. Every iteration publishes each finite scalar metric as
+``std_msgs/Float64`` on ``/trpo/<name>`` (see :data:`METRIC_TOPICS`) and all of them in one
+``diagnostic_msgs/DiagnosticArray`` on ``/diagnostics``. For arm envs (those with
+``spec_info``) one extra in-process env is driven by a copy of the current policy at real time
+and published for rviz2: ``/joint_states``, ``/robot_description`` and ``/trpo/markers``
+(optionally ``/trpo/camera``). When the budget is spent the node saves, exports
+``policy.onnx`` and publishes its path on ``/trpo/policy_path`` (transient local).
+
+Services: ``~/save_checkpoint``, ``~/export_policy`` (std_srvs/Trigger, the reply message is the
+path) and ``~/pause`` (std_srvs/SetBool). They run between two iterations (a lock the training
+thread holds during an iteration), so a checkpoint never mixes two iterations.
+
+SIGINT/SIGTERM: the trainer's ``stop_event`` is set; the node waits at most
+:data:`STOP_GRACE` seconds for the running iteration, then exits with code 0. Checkpoints are
+written atomically, so the newest checkpoint on disk is always a whole one.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import sys
+import threading
+import time
+import xml.etree.ElementTree as ET
+from collections import deque
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.node import Node
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import ColorRGBA, Float64, String
+from std_srvs.srv import SetBool, Trigger
+from visualization_msgs.msg import Marker, MarkerArray
+
+from trpo_ros.core.config import FIELDS, ConfigError, TRPOConfig, field_docs
+from trpo_ros.core.metrics import METRICS
+from trpo_ros.nodes.conversions import (
+    ERROR,
+    OK,
+    WARN,
+    diagnostic_array,
+    diagnostic_status,
+    latched_qos,
+    state_qos,
+)
+from trpo_ros.nodes.runner import StopFlag, run_nodes
+
+NODE_NAME = 'train_node'
+STATUS_NAME = 'trpo_ros: training'
+STOP_GRACE = 1.3
+"""Seconds the node waits for a running iteration after SIGINT/SIGTERM before it exits."""
+TRAIL_LENGTH = 100
+"""End-effector positions kept in the preview trail (2 s at 50 Hz)."""
+REACH_ENV_ID = 'trpo_ros/Reach-v0'
+
+NODE_PARAMETERS: dict[str, tuple[Any, str]] = {
+    'env': ('', "env id or a robot/task YAML path (YAML -> 'trpo_ros/Reach-v0' with "
+                "env_kwargs robot_yaml); empty = env_id"),
+    'run_dir': ('', 'run directory (empty = runs/<env>_<time>); must not hold a run'),
+    'resume': ('', 'run directory to resume from its last good checkpoint (empty = new run); '
+                   'only total_steps may change'),
+    'config_file': ('', 'YAML file of TRPOConfig fields (parameters set on the node override '
+                        'it)'),
+    'preview_rate_hz': (-1.0, 'live preview control rate for rviz2 (< 0 = the env control '
+                              'rate, i.e. real time; 0 = off; arm envs only)'),
+    'camera_rate_hz': (0.0, 'rate of sensor_msgs/Image frames on /trpo/camera from the preview '
+                            "env's rgb_array renderer (0 = off)"),
+    'frame_id': ('world', 'fixed frame of the markers (the published URDF is rooted there)'),
+    'exit_when_done': (False, 'exit (code 0) after the final export instead of serving on'),
+    'tensorboard': (True, 'also write TensorBoard events to run_dir/tensorboard'),
+}
+"""Node parameters that are not TRPOConfig fields: name -> (default, description)."""
+
+
+class ParameterError(ValueError):
+    """A node parameter that cannot be used; the message names it."""
+
+
+def metric_topic_name(key: str) -> str:
+    """Topic name (under /trpo/) of a metric key: the key without its namespace.
+
+    `eval/*` keys keep an `eval_` prefix (`eval/success_rate` -> `eval_success_rate`) because
+    `rollout/success_rate` is `success_rate`.
+    """
+    namespace, _, name = key.rpartition('/')
+    return f'eval_{name}' if namespace == 'eval' else name
+
+
+METRIC_TOPICS: dict[str, str] = {key: f'/trpo/{metric_topic_name(key)}' for key in METRICS}
+"""Metric key -> Float64 topic, e.g. 'train/kl' -> '/trpo/kl'."""
+assert len(set(METRIC_TOPICS.values())) == len(METRIC_TOPICS), 'metric topics must be unique'
+
+
+def config_parameter_descriptions() -> dict[str, str]:
+    """Description of each TRPOConfig field parameter (field docstring, type, default)."""
+    docs, defaults, out = field_docs(), TRPOConfig(), {}
+    for name in FIELDS:
+        value = getattr(defaults, name)
+        if isinstance(value, bool):
+            kind = 'bool'
+        elif isinstance(value, tuple):
+            kind, value = 'integer array', list(value)
+        elif isinstance(value, dict):
+            kind, value = 'YAML string', '{}'
+        else:
+            kind = type(value).__name__
+        out[name] = f'{docs.get(name, name)} [{kind}; default {value!r}; unset = config_file]'
+    return out
+
+
+def declared_parameters() -> list[str]:
+    """Every parameter train_node declares (node parameters, then TRPOConfig fields)."""
+    return [*NODE_PARAMETERS, *FIELDS]
+
+
+def robot_description_in_world(info: dict[str, Any], frame_id: str = 'world') -> str:
+    """The env's URDF with a fixed joint `frame_id` -> root link at the env's base pose.
+
+    robot_state_publisher then publishes the frame_id -> base transform itself, so rviz2 can use
+    `frame_id` (where the goal and end-effector markers live) as its fixed frame.
+    """
+    text = str(info['robot_description'])
+    root = ET.fromstring(text.encode())
+    children = {j.find('child').get('link') for j in root.iter('joint')
+                if j.find('child') is not None}
+    roots = [link.get('name') for link in root.findall('link')
+             if link.get('name') not in children]
+    if not roots or frame_id in roots:
+        return text
+    x, y, z = (float(v) for v in info.get('base_position', (0.0, 0.0, 0.0)))
+    roll, pitch, yaw = _quaternion_to_rpy(info.get('base_orientation', (0.0, 0.0, 0.0, 1.0)))
+    addition = (f'  <link name="{frame_id}"/>\n'
+                f'  <joint name="{frame_id}_to_{roots[0]}" type="fixed">\n'
+                f'    <parent link="{frame_id}"/>\n    <child link="{roots[0]}"/>\n'
+                f'    <origin xyz="{x:.6g} {y:.6g} {z:.6g}" '
+                f'rpy="{roll:.6g} {pitch:.6g} {yaw:.6g}"/>\n  </joint>\n')
+    end = text.rfind('</robot>')
+    return text[:end] + addition + text[end:]
+
+
+def _quaternion_to_rpy(quaternion: Sequence[float]) -> tuple[float, float, float]:
+    """URDF roll, pitch, yaw (fixed-axis XYZ) of a unit quaternion [x, y, z, w]."""
+    qx, qy, qz, qw = (float(v) for v in quaternion)
+    roll = math.atan2(2 * (qw * qx + qy * qz), 1 - 2 * (qx * qx + qy * qy))
+    pitch = math.asin(max(-1.0, min(1.0, 2 * (qw * qy - qz * qx))))
+    yaw = math.atan2(2 * (qw * qz + qx * qy), 1 - 2 * (qy * qy + qz * qz))
+    return roll, pitch, yaw
+
+
+def robot_description_for_env(env: str, env_kwargs: dict[str, Any] | None = None,
+                              frame_id: str = 'world') -> str:
+    """URDF (rooted at `frame_id`) of an env id or robot YAML; '' for envs without spec_info.
+
+    Used by launch/train.launch.py to give robot_state_publisher its `robot_description`.
+    """
+    from trpo_ros.core.rollout import env_info, make_env
+
+    env_id, kwargs = resolve_env(env, 'trpo_ros/KukaReach-v0', env_kwargs or {})
+    made = make_env(env_id, kwargs)
+    try:
+        info = env_info(made)
+    finally:
+        made.close()
+    return robot_description_in_world(info, frame_id) if info else ''
+
+
+def launch_robot_description(env: str = '', resume: str = '', frame_id: str = 'world') -> str:
+    """URDF for robot_state_publisher in train.launch.py: the env of `resume`'s run, else `env`.
+
+    Launch values `''` / `""` (YAML empty strings) count as empty; the default env is
+    trpo_ros/KukaReach-v0. Returns '' for envs without spec_info.
+    """
+    import json
+
+    env, resume = (_unquote(v) for v in (env, resume))
+    if resume:
+        saved = json.loads((Path(resume) / 'config.json').read_text())
+        return robot_description_for_env(saved['env_id'], saved.get('env_kwargs'), frame_id)
+    return robot_description_for_env(env, None, frame_id)
+
+
+def _unquote(value: str) -> str:
+    value = str(value).strip()
+    return '' if value in ("''", '""') else value
+
+
+def resolve_env(env: str, env_id: str, env_kwargs: dict[str, Any]) -> tuple[str, dict]:
+    """(env_id, env_kwargs) for the `env` parameter: an env id or a robot YAML path."""
+    env = env.strip()
+    if not env:
+        return env_id, dict(env_kwargs)
+    if env.endswith(('.yaml', '.yml')) or os.path.isfile(env):
+        if not os.path.isfile(env):
+            raise ParameterError(f'env: robot YAML file not found: {env}')
+        return REACH_ENV_ID, {**env_kwargs, 'robot_yaml': str(Path(env).resolve())}
+    return env, dict(env_kwargs)
+
+
+class TrainNode(Node):
+    """Runs one TRPO training run (see the module docstring and README for the interface)."""
+
+    def __init__(self, *, stop: StopFlag | None = None, start: bool = True,
+                 **kwargs: Any) -> None:
+        """Declare parameters, build the trainer (and preview env); `start` starts training.
+
+        Raises:
+            ParameterError, ConfigError, CheckpointError, SimConfigError: bad parameter values.
+        """
+        super().__init__(NODE_NAME, **kwargs)
+        self._stop = stop
+        for name, (default, text) in NODE_PARAMETERS.items():
+            dynamic = isinstance(default, float)  # accept 50 as well as 50.0
+            self.declare_parameter(name, default, ParameterDescriptor(
+                description=text, read_only=True, dynamic_typing=dynamic))
+        for name, text in config_parameter_descriptions().items():
+            self.declare_parameter(name, None, ParameterDescriptor(
+                description=text, read_only=True, dynamic_typing=True))
+        param = {name: self.get_parameter(name).value for name in NODE_PARAMETERS}
+        self.frame_id = str(param['frame_id']) or 'world'
+        preview_rate = _rate(param, 'preview_rate_hz')
+        camera_rate = _rate(param, 'camera_rate_hz')
+
+        from trpo_ros.core.trainer import Trainer
+
+        config, run_dir, resume = self._build_config(param)
+        self.trainer = Trainer(config, run_dir, resume=resume,
+                               tensorboard=bool(param['tensorboard']))
+        self._closed = False
+        try:
+            self._setup(param, preview_rate, camera_rate)
+        except BaseException:
+            self.trainer.close()
+            raise
+        if start:
+            self.start()
+
+    # ---------------------------------------------------------------------------- set-up
+    def _build_config(self, param: dict[str, Any]) -> tuple[TRPOConfig, Path, bool]:
+        """Config: dataclass defaults < config_file < parameters set on the node."""
+        from trpo_ros.core.config import coerce, from_dict, load_config
+
+        given = {}
+        for name in FIELDS:
+            value = self.get_parameter(name).value
+            if value is not None and value != '':
+                given[name] = coerce(name, value)
+        if param['resume']:
+            from trpo_ros.core.checkpoint import load_latest_good
+
+            run_dir = Path(str(param['resume']))
+            ignored = [n for n in given if n != 'total_steps']
+            ignored += [n for n in ('env', 'config_file', 'run_dir') if param[n]]
+            if ignored:
+                self.get_logger().warning('resuming: the saved config is used; ignored '
+                                          + ', '.join(ignored))
+            _, state = load_latest_good(run_dir)
+            saved = from_dict(state['config'])
+            if 'total_steps' in given:
+                saved = saved.replace(total_steps=given['total_steps'])
+            return saved, run_dir, True
+        config = load_config(param['config_file'] or None, **given)
+        env_id, env_kwargs = resolve_env(str(param['env']), config.env_id, config.env_kwargs)
+        if (env_id, env_kwargs) != (config.env_id, config.env_kwargs):
+            config = config.replace(env_id=env_id, env_kwargs=env_kwargs)
+        from trpo_ros.cli import default_run_dir
+
+        run_dir = Path(str(param['run_dir']) or default_run_dir(config.env_id))
+        return config, run_dir, False
+
+    def _setup(self, param: dict[str, Any], preview_rate: float, camera_rate: float) -> None:
+        trainer = self.trainer
+        self.run_dir = trainer.run_dir
+        self._lock = threading.Lock()  # held by the training thread during an iteration
+        self._waiting = 0  # service calls waiting for the lock (the thread lets them in)
+        self._waiting_lock = threading.Lock()
+        self._closing = threading.Event()
+        self._saved_iteration = trainer.iteration  # newest checkpoint on disk (resume) or 0
+        self._state = 'starting'
+        self._last_row: dict[str, float] = {}
+        self.policy_path = ''
+        self._thread: threading.Thread | None = None
+
+        self._metric_pubs = {key: self.create_publisher(Float64, topic, 10)
+                             for key, topic in METRIC_TOPICS.items()}
+        self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self._path_pub = self.create_publisher(String, '/trpo/policy_path', latched_qos())
+        services = ReentrantCallbackGroup()
+        self.create_service(Trigger, '~/save_checkpoint', self._on_save, callback_group=services)
+        self.create_service(Trigger, '~/export_policy', self._on_export, callback_group=services)
+        self.create_service(SetBool, '~/pause', self._on_pause, callback_group=services)
+
+        self._preview_env = None
+        self._preview_bundle = self._policy_copy()
+        self._preview_lock = threading.Lock()
+        info = trainer.env_info
+        if info and preview_rate != 0:
+            self._setup_preview(info, preview_rate, camera_rate)
+        elif not info:
+            self.get_logger().info(f'{trainer.config.env_id} has no spec_info: no preview')
+        self.get_logger().info(
+            f'{"resuming" if trainer.iteration else "training"} {trainer.config.env_id} in '
+            f'{self.run_dir} ({trainer.env_steps}/{trainer.config.total_steps} steps, '
+            f'batch {trainer.config.batch_size})')
+
+    def _setup_preview(self, info: dict[str, Any], rate: float, camera_rate: float) -> None:
+        from trpo_ros.core.rollout import make_env
+
+        config = self.trainer.config
+        self._preview_env = make_env(config.env_id, config.env_kwargs,
+                                     render_mode='rgb_array' if camera_rate > 0 else None)
+        self._info = info
+        self._threshold = float(info.get('success_threshold') or 0.0)
+        self._episode = 0
+        self._obs, _ = self._preview_env.reset(seed=config.seed + 20_000)
+        self._trail: deque[np.ndarray] = deque(maxlen=TRAIL_LENGTH)
+        self._state_pub = self.create_publisher(JointState, '/joint_states', state_qos())
+        self._marker_pub = self.create_publisher(MarkerArray, '/trpo/markers', 10)
+        self._description_pub = self.create_publisher(String, '/robot_description',
+                                                      latched_qos())
+        self._description_pub.publish(String(data=robot_description_in_world(info,
+                                                                              self.frame_id)))
+        self._state_msg = JointState(name=list(info['joint_names']))
+        group = MutuallyExclusiveCallbackGroup()  # the preview env is used by one callback
+        rate = rate if rate > 0 else float(info['control_rate_hz'])
+        self.create_timer(1.0 / rate, self._on_preview_tick, callback_group=group)
+        if camera_rate > 0:
+            self._camera_pub = self.create_publisher(Image, '/trpo/camera', 1)
+            self.create_timer(1.0 / camera_rate, self._on_camera_tick, callback_group=group)
+        self.get_logger().info(f'live preview at {rate:g} Hz on /joint_states, /trpo/markers'
+                               + (f', camera at {camera_rate:g} Hz' if camera_rate > 0 else ''))
+
+    # ------------------------------------------------------------------------- training
+    def start(self) -> None:
+        """Start the training thread."""
+        self._state = 'training'
+        self._thread = threading.Thread(target=self._train_loop, name='trpo_train', daemon=True)
+        self._thread.start()
+
+    @property
+    def training(self) -> bool:
+        """True while the training thread runs."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def _train_loop(self) -> None:
+        trainer = self.trainer
+        try:
+            while (trainer.env_steps < trainer.config.total_steps
+                   and not trainer.stop_event.is_set()):
+                if trainer.pause_event.is_set() or self._waiting:
+                    time.sleep(0.02)  # paused, or a service call goes first
+                    continue
+                with self._lock:
+                    row = trainer.train_iteration()
+                    if trainer.iteration % trainer.config.checkpoint_every == 0:
+                        self._saved_iteration = trainer.iteration
+                    self._set_preview_policy(self._policy_copy())
+                self._publish_metrics(row)
+            if trainer.stop_event.is_set():
+                self._state = 'stopped'
+                with self._lock:
+                    if trainer.iteration > self._saved_iteration:
+                        trainer.save(export=False)  # keep the progress (atomic write)
+                        self._saved_iteration = trainer.iteration
+                return
+            with self._lock:
+                self._state = 'exporting'
+                trainer.train()  # budget spent: only the final checkpoint + policy.onnx
+                self._saved_iteration = trainer.iteration
+            self._finish()
+        except Exception as exc:  # noqa: BLE001 - reported, the node keeps serving
+            self._state = 'failed'
+            self.get_logger().error(f'training failed: {type(exc).__name__}: {exc}')
+            self._publish_diagnostics(level_override=(ERROR, f'training failed: {exc}'))
+            if self._stop is not None and self.get_parameter('exit_when_done').value:
+                self._stop.set('failed')
+
+    def _finish(self) -> None:
+        trainer = self.trainer
+        path = self.run_dir / 'policy.onnx'
+        self._state = 'done'
+        if path.is_file() and trainer.last_export_error is None:
+            self.policy_path = str(path.resolve())
+            self._path_pub.publish(String(data=self.policy_path))
+            self.get_logger().info(f'done: {trainer.env_steps} steps, {trainer.iteration} '
+                                   f'iterations; policy {self.policy_path}')
+        else:
+            self.get_logger().error(f'done, but the ONNX export failed: '
+                                    f'{trainer.last_export_error}')
+        self._publish_diagnostics()
+        if self.get_parameter('exit_when_done').value and self._stop is not None:
+            self._stop.set('done')
+
+    def _policy_copy(self) -> Any:
+        """A private copy of the acting modules (taken between iterations, so consistent)."""
+        from trpo_ros.core.checkpoint import PolicyBundle
+
+        t = self.trainer
+        with t.policy_lock:
+            normalizer, actor, scaler = copy.deepcopy((t.normalizer, t.actor, t.scaler))
+        return PolicyBundle(t.config, normalizer, actor, scaler, t.env_info, t.iteration,
+                            t.env_steps)
+
+    def _set_preview_policy(self, bundle: Any) -> None:
+        with self._preview_lock:
+            self._preview_bundle = bundle
+
+    # -------------------------------------------------------------------------- metrics
+    def _publish_metrics(self, row: dict[str, float]) -> None:
+        self._last_row = row
+        for key, value in row.items():
+            if math.isfinite(value):
+                self._metric_pubs[key].publish(Float64(data=float(value)))
+        self._publish_diagnostics()
+
+    def _publish_diagnostics(self, level_override: tuple[int, str] | None = None) -> None:
+        row, config = self._last_row, self.trainer.config
+        level, message = OK, self._state
+        if row:
+            message = (f"{self._state}: iteration {int(row['iteration'])}, "
+                       f"{int(row['env_steps'])}/{config.total_steps} steps, "
+                       f"return {row['rollout/ep_return_mean']:.3g}")
+            if row.get('train/step_accepted') == 0.0:
+                level, message = WARN, message + '; line search rejected the step'
+            elif row.get('train/delta_next', math.inf) <= config.delta_min:
+                level, message = WARN, message + '; trust region at its floor delta_min'
+        if level_override is not None:
+            level, message = level_override
+        values: dict[str, Any] = {'state': self._state, 'env_id': config.env_id,
+                                  'run_dir': str(self.run_dir), **row}
+        if self.policy_path:
+            values['policy_path'] = self.policy_path
+        status = diagnostic_status(STATUS_NAME, self.get_fully_qualified_name(), level,
+                                   message, values)
+        self._diag_pub.publish(diagnostic_array(self.get_clock().now().to_msg(), [status]))
+
+    # ------------------------------------------------------------------------- services
+    def _between_iterations(self, work: Any, timeout: float = 120.0) -> Any:
+        """Run `work()` while no iteration runs (waits for the current one to end)."""
+        with self._waiting_lock:
+            self._waiting += 1
+        try:
+            deadline = time.monotonic() + timeout
+            while not self._lock.acquire(timeout=0.05):
+                if self._closing.is_set() or time.monotonic() > deadline:
+                    raise TimeoutError('node is shutting down' if self._closing.is_set()
+                                       else 'timed out waiting for the iteration to end')
+        finally:
+            with self._waiting_lock:
+                self._waiting -= 1
+        try:
+            return work()
+        finally:
+            self._lock.release()
+
+    def _on_save(self, request: Trigger.Request, response: Trigger.Response) -> Any:
+        def save() -> Path:
+            path = self.trainer.save(export=False)
+            self._saved_iteration = self.trainer.iteration
+            return path
+
+        return self._trigger(response, save, 'checkpoint')
+
+    def _on_export(self, request: Trigger.Request, response: Trigger.Response) -> Any:
+        def export() -> Path:
+            path = self.trainer.export()
+            self._saved_iteration = self.trainer.iteration
+            return path
+
+        return self._trigger(response, export, 'ONNX export')
+
+    def _trigger(self, response: Trigger.Response, work: Any, what: str) -> Any:
+        try:
+            path = self._between_iterations(work)
+            response.success, response.message = True, str(Path(path).resolve())
+            self.get_logger().info(f'{what}: {response.message}')
+        except Exception as exc:  # noqa: BLE001 - the caller gets the reason
+            response.success, response.message = False, f'{what} failed: {exc}'
+            self.get_logger().error(response.message)
+        return response
+
+    def _on_pause(self, request: SetBool.Request, response: SetBool.Response) -> Any:
+        if request.data:
+            self.trainer.pause_event.set()
+            self._state = 'paused' if self.training else self._state
+            response.message = 'paused (after the current iteration)'
+        else:
+            self.trainer.pause_event.clear()
+            self._state = 'training' if self.training else self._state
+            response.message = 'resumed'
+        response.success = True
+        self.get_logger().info(response.message)
+        return response
+
+    # -------------------------------------------------------------------------- preview
+    def _on_preview_tick(self) -> None:
+        if self._closing.is_set():
+            return
+        with self._preview_lock:
+            bundle = self._preview_bundle
+        env = self._preview_env
+        action = bundle.act(self._obs)
+        self._obs, _, terminated, truncated, _ = env.step(action)
+        if terminated or truncated:
+            self._episode += 1
+            self._obs, _ = env.reset(seed=self.trainer.config.seed + 20_000 + self._episode)
+            self._trail.clear()
+        stamp = self.get_clock().now().to_msg()
+        positions, velocities, efforts = env.unwrapped.joint_state()
+        msg = self._state_msg
+        msg.header.stamp = stamp
+        msg.position = positions.astype(np.float64).tolist()
+        msg.velocity = velocities.astype(np.float64).tolist()
+        msg.effort = efforts.astype(np.float64).tolist()
+        self._state_pub.publish(msg)
+        goal, ee = env.unwrapped.goal, env.unwrapped.ee_position()
+        self._trail.append(ee)
+        self._marker_pub.publish(self._markers(goal, ee, stamp))
+
+    def _markers(self, goal: np.ndarray, ee: np.ndarray, stamp: Any) -> MarkerArray:
+        close = float(np.linalg.norm(goal - ee)) < self._threshold
+        goal_size = 2 * self._threshold if self._threshold > 0 else 0.05
+        markers = MarkerArray()
+        for marker_id, (ns, xyz, size, color) in enumerate([
+                ('goal', goal, goal_size, ColorRGBA(r=0.1, g=0.8, b=0.1, a=0.6)),
+                ('end_effector', ee, 0.04, ColorRGBA(r=0.1, g=0.9, b=0.1, a=1.0) if close
+                 else ColorRGBA(r=0.9, g=0.3, b=0.1, a=1.0))]):
+            marker = self._marker(ns, marker_id, Marker.SPHERE, stamp, color)
+            marker.pose.position.x, marker.pose.position.y, marker.pose.position.z = (
+                float(v) for v in xyz)
+            marker.scale.x = marker.scale.y = marker.scale.z = float(size)
+            markers.markers.append(marker)
+        trail = self._marker('trail', 2, Marker.LINE_STRIP, stamp,
+                             ColorRGBA(r=0.2, g=0.5, b=1.0, a=0.8))
+        trail.scale.x = 0.005
+        from geometry_msgs.msg import Point
+
+        trail.points = [Point(x=float(p[0]), y=float(p[1]), z=float(p[2])) for p in self._trail]
+        markers.markers.append(trail)
+        return markers
+
+    def _marker(self, ns: str, marker_id: int, kind: int, stamp: Any,
+                color: ColorRGBA) -> Marker:
+        marker = Marker(ns=ns, id=marker_id, type=kind, action=Marker.ADD, color=color)
+        marker.header.frame_id, marker.header.stamp = self.frame_id, stamp
+        marker.pose.orientation.w = 1.0
+        return marker
+
+    def _on_camera_tick(self) -> None:
+        if self._closing.is_set():
+            return
+        frame = self._preview_env.render()
+        if frame is None:
+            return
+        msg = Image(height=int(frame.shape[0]), width=int(frame.shape[1]), encoding='rgb8',
+                    is_bigendian=0, step=int(frame.shape[1]) * 3)
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.header.frame_id = 'trpo_camera'
+        msg.data = np.ascontiguousarray(frame, np.uint8).tobytes()
+        self._camera_pub.publish(msg)
+
+    # ------------------------------------------------------------------------- shutdown
+    def stop_training(self, timeout: float = STOP_GRACE) -> bool:
+        """Ask the trainer to stop after this iteration; True if the thread ended in time."""
+        self._closing.set()
+        self.trainer.stop_event.set()
+        self.trainer.pause_event.clear()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return not self.training
+
+    def destroy_node(self) -> None:
+        """Stop training (bounded wait), release the envs, then destroy the node."""
+        if not self._closed:
+            self._closed = True
+            finished = self.stop_training()
+            if self._preview_env is not None:
+                self._preview_env.close()
+            if finished:  # else the thread still uses them; the process exits anyway
+                self.trainer.close()
+            else:
+                newest = getattr(self.trainer, 'checkpoint_path', None)
+                self.get_logger().warning(f'iteration still running after {STOP_GRACE} s; '
+                                          f'exiting without it (newest checkpoint: {newest})')
+        super().destroy_node()
+
+
+def _rate(param: dict[str, Any], name: str) -> float:
+    value = param[name]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(
+            float(value)):
+        raise ParameterError(f'parameter {name} must be a number, got {value!r}')
+    if name == 'camera_rate_hz' and value < 0:
+        raise ParameterError(f'parameter {name} must be >= 0, got {value!r}')
+    return float(value)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exception classes that mean a bad parameter value (exit 2, one log line)."""
+    from rclpy.exceptions import InvalidParameterTypeException, ParameterException
+
+    from trpo_ros.core.checkpoint import CheckpointError
+
+    classes: list[type[BaseException]] = [ParameterError, ConfigError, CheckpointError,
+                                          ParameterException, InvalidParameterTypeException]
+    for module, name in (('trpo_ros.sim', 'SimConfigError'),
+                         ('trpo_ros.sim.kinematics', 'UrdfError')):
+        loaded = sys.modules.get(module)
+        if loaded is not None and hasattr(loaded, name):
+            classes.append(getattr(loaded, name))
+    return tuple(classes)
+
+
+class _StartupError(Exception):
+    """Raised from the node factory after the bad parameter was logged."""
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    """Entry point: `train_node --ros-args -p env:=trpo_ros/KukaReach-v0 -p total_steps:=1e5`.
+
+    Returns 0 on a clean stop (SIGINT/SIGTERM, or `exit_when_done`), 2 on bad parameters.
+    """
+    import rclpy.logging
+    from rclpy._rclpy_pybind11 import RCLError
+
+    stop = StopFlag()
+    made: list[TrainNode] = []
+
+    def factory(context: Any) -> TrainNode:
+        try:
+            node = TrainNode(context=context, stop=stop)
+        except _user_errors() as exc:
+            rclpy.logging.get_logger(NODE_NAME).error(f'bad parameters: {exc}')
+            raise _StartupError(str(exc)) from None
+        made.append(node)
+        return node
+
+    try:
+        code = run_nodes(factory, args=args, num_threads=4, stop=stop)
+    except _StartupError:
+        return 2
+    except RCLError as exc:  # unparsable --ros-args
+        sys.stderr.write(f'{NODE_NAME}: error: {exc}\n')
+        return 2
+    if made and made[0].training:
+        # The iteration outlived the grace period: leave without it. Its checkpoint writes are
+        # atomic, so the newest checkpoint on disk stays whole (a stray temp file at worst).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
