@@ -33,7 +33,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -44,7 +43,12 @@ import torch
 from torch import nn
 
 import trpo_ros
-from trpo_ros.core.checkpoint import CheckpointError, PolicyBundle, load_policy
+from trpo_ros.core.checkpoint import (
+    CheckpointError,
+    PolicyBundle,
+    atomic_write_bytes,
+    load_policy,
+)
 
 OPSET = 18
 """ONNX opset the graph is exported with (pinned so exports are reproducible)."""
@@ -517,19 +521,9 @@ def export_onnx(run_dir_or_checkpoint: str | Path | PolicyBundle, path: str | Pa
         except CheckpointError as exc:
             raise ExportError(str(exc)) from None
     path = Path(path)
-    data = build_onnx(bundle)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        worst = verify(bundle, tmp, n=n_verify)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    log.info('exported %s (max |onnx - torch| = %.2g, %.1f s)', path, worst,
+    worst: list[float] = []
+    atomic_write_bytes(path, build_onnx(bundle),
+                       check=lambda tmp: worst.append(verify(bundle, tmp, n=n_verify)))
+    log.info('exported %s (max |onnx - torch| = %.2g, %.1f s)', path, worst[0],
              time.perf_counter() - start)
     return path

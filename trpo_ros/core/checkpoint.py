@@ -6,6 +6,7 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,16 +25,24 @@ class CheckpointError(ValueError):
     """A run directory or checkpoint that cannot be loaded; the message says why."""
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write `data` to `path` so that a reader sees the old file or the new one, never half."""
+def atomic_write_bytes(path: str | Path, data: bytes,
+                       check: Callable[[Path], object] | None = None) -> None:
+    """Write `data` to `path` so that a reader sees the old file or the new one, never half.
+
+    `check(temporary_path)` runs on the complete temporary file before the rename; if it
+    raises, `path` is left untouched and the exception propagates.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
     try:
+        os.fchmod(fd, 0o644)  # mkstemp makes 0600; a model must be readable by the robot user
         with os.fdopen(fd, 'wb') as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        if check is not None:
+            check(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -216,6 +216,9 @@ class TrainNode(Node):
         Raises:
             ParameterError, ConfigError, CheckpointError, SimConfigError: bad parameter values.
         """
+        self._closed = True  # until the trainer exists (rclpy may destroy a half-built node)
+        self._thread: threading.Thread | None = None
+        self._preview_env = None
         super().__init__(NODE_NAME, **kwargs)
         self._stop = stop
         for name, (default, text) in NODE_PARAMETERS.items():
@@ -239,8 +242,11 @@ class TrainNode(Node):
         try:
             self._setup(param, preview_rate, camera_rate)
         except BaseException:
+            if self._preview_env is not None:
+                self._preview_env.close()
             self.trainer.close()
             raise
+        self._closed = False
         if start:
             self.start()
 
@@ -288,7 +294,6 @@ class TrainNode(Node):
         self._state = 'starting'
         self._last_row: dict[str, float] = {}
         self.policy_path = ''
-        self._thread: threading.Thread | None = None
 
         self._metric_pubs = {key: self.create_publisher(Float64, topic, 10)
                              for key, topic in METRIC_TOPICS.items()}
@@ -299,7 +304,6 @@ class TrainNode(Node):
         self.create_service(Trigger, '~/export_policy', self._on_export, callback_group=services)
         self.create_service(SetBool, '~/pause', self._on_pause, callback_group=services)
 
-        self._preview_env = None
         self._preview_bundle = self._policy_copy()
         self._preview_lock = threading.Lock()
         info = trainer.env_info
@@ -612,8 +616,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
     classes: list[type[BaseException]] = [ParameterError, ConfigError, CheckpointError,
                                           ParameterException, InvalidParameterTypeException]
-    for module, name in (('trpo_ros.sim', 'SimConfigError'),
-                         ('trpo_ros.sim.kinematics', 'UrdfError')):
+    for module, name in (('trpo_ros.sim.config', 'SimConfigError'),
+                         ('trpo_ros.sim.kinematics', 'UrdfError'),
+                         ('trpo_ros.export', 'ExportError')):
         loaded = sys.modules.get(module)
         if loaded is not None and hasattr(loaded, name):
             classes.append(getattr(loaded, name))

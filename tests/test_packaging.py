@@ -1,0 +1,182 @@
+"""colcon build of the package in a temporary workspace + static checks of both launch files."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from launch_check import LaunchFile, console_scripts, split_share, yaml_parameter_keys
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE_ITEMS = ('package.xml', 'setup.py', 'setup.cfg', 'resource', 'trpo_ros', 'launch',
+                 'config', 'sim')
+LAUNCH_FILES = ('train.launch.py', 'deploy.launch.py')
+SCRIPTS = ('train_node', 'inference_node', 'sim_node', 'trpo-ros')
+_DECLARED: dict[str, set[str]] = {}
+
+
+@pytest.fixture(scope='module')
+def install(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`colcon build` of a copy of the package; returns install/trpo_ros."""
+    ws = tmp_path_factory.mktemp('ws')
+    src = ws / 'src' / 'trpo_ros'
+    src.mkdir(parents=True)
+    for item in PACKAGE_ITEMS:
+        source = REPO / item
+        if source.is_dir():
+            shutil.copytree(source, src / item,
+                            ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))
+        else:
+            shutil.copy2(source, src / item)
+    bin_dir = Path(sys.executable).parent
+    colcon = bin_dir / 'colcon' if (bin_dir / 'colcon').exists() else shutil.which('colcon')
+    assert colcon, 'colcon not found (pip install colcon-common-extensions)'
+    env = dict(os.environ, PATH=f'{bin_dir}{os.pathsep}{os.environ.get("PATH", "")}')
+    result = subprocess.run([str(colcon), 'build', '--base-paths', 'src'], cwd=ws, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return ws / 'install' / 'trpo_ros'
+
+
+def _site_packages(install: Path) -> Path:
+    found = sorted(install.glob('lib/python*/site-packages'))
+    assert found, f'no site-packages under {install}/lib'
+    return found[0]
+
+
+def test_colcon_build_installs_scripts_share_and_index(install: Path) -> None:
+    for script in SCRIPTS:
+        path = install / 'lib' / 'trpo_ros' / script
+        assert path.is_file() and os.access(path, os.X_OK), path
+    share = install / 'share' / 'trpo_ros'
+    assert (install / 'share' / 'ament_index' / 'resource_index' / 'packages' /
+            'trpo_ros').is_file()
+    assert (share / 'package.xml').is_file()
+    for folder in ('launch', 'config', 'sim'):
+        repo_files = {p.relative_to(REPO) for p in (REPO / folder).rglob('*')
+                      if p.is_file() and '__pycache__' not in p.parts}
+        installed = {p.relative_to(share) for p in (share / folder).rglob('*') if p.is_file()}
+        assert repo_files and repo_files <= installed, repo_files - installed
+    for required in ('launch/train.launch.py', 'launch/deploy.launch.py', 'config/train.yaml',
+                     'config/deploy.yaml', 'config/rviz/trpo.rviz', 'sim/kuka_reach.yaml'):
+        assert (share / required).is_file(), required
+    assert (_site_packages(install) / 'trpo_ros' / 'nodes' / 'train_node.py').is_file()
+
+
+def test_installed_train_node_starts_and_stops(install: Path, tmp_path: Path) -> None:
+    # What `source install/setup.bash` sets for this package (trpo_ros.sim finds share/ by it).
+    env = dict(os.environ, PYTHONPATH=str(_site_packages(install)), PYTHONUNBUFFERED='1',
+               AMENT_PREFIX_PATH=str(install))
+    where = subprocess.run([sys.executable, '-c', 'import trpo_ros; print(trpo_ros.__file__)'],
+                           env=env, cwd=tmp_path, capture_output=True, text=True,
+                           check=True).stdout
+    assert str(install) in where, f'trpo_ros imported from {where}, not from the install'
+    log_path = tmp_path / 'train_node.log'
+    with open(log_path, 'wb') as log:
+        proc = subprocess.Popen(
+            [str(install / 'lib' / 'trpo_ros' / 'train_node'), '--ros-args',
+             '-p', f'run_dir:={tmp_path / "run"}', '-p', 'total_steps:=100000',
+             '-p', 'n_steps:=256', '-p', 'tensorboard:=false', '-p', 'preview_rate_hz:=0.0'],
+            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
+        try:
+            deadline = time.monotonic() + 90
+            while 'training trpo_ros/KukaReach-v0' not in log_path.read_text(errors='replace'):
+                assert proc.poll() is None, log_path.read_text(errors='replace')
+                assert time.monotonic() < deadline, log_path.read_text(errors='replace')
+                time.sleep(0.1)
+            time.sleep(1.0)  # a few iterations in
+            proc.send_signal(signal.SIGINT)
+            code = proc.wait(timeout=10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    text = log_path.read_text(errors='replace')
+    assert code == 0, text
+    assert 'Traceback' not in text, text
+
+
+@pytest.fixture
+def declared(tmp_path: Path) -> dict[str, set[str]]:
+    """Parameter names each trpo_ros node declares, read from real node instances."""
+    if _DECLARED:
+        return _DECLARED
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.parameter import Parameter
+    from rclpy.signals import SignalHandlerOptions
+
+    from trpo_ros.nodes.inference_node import InferenceNode
+    from trpo_ros.nodes.sim_node import SimNode
+    from trpo_ros.nodes.train_node import TrainNode, declared_parameters
+
+    context = Context()
+    rclpy.init(args=[], context=context, signal_handler_options=SignalHandlerOptions.NO)
+    try:
+        factories = {
+            'train_node': lambda: TrainNode(context=context, start=False, parameter_overrides=[
+                Parameter('run_dir', value=str(tmp_path / 'run')),
+                Parameter('preview_rate_hz', value=0.0), Parameter('tensorboard', value=False)]),
+            'inference_node': lambda: InferenceNode(context=context, parameter_overrides=[
+                Parameter('autostart', value=False)]),
+            'sim_node': lambda: SimNode(context=context),
+        }
+        for executable, make in factories.items():
+            node = make()
+            try:
+                _DECLARED[executable] = set(node.list_parameters([], 0).names)
+            finally:
+                node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
+    assert set(declared_parameters()) <= _DECLARED['train_node']
+    return _DECLARED
+
+
+@pytest.mark.parametrize('launch_name', LAUNCH_FILES)
+def test_launch_file_static(launch_name: str, install: Path,
+                            declared: dict[str, set[str]]) -> None:
+    source = REPO / 'launch' / launch_name
+    installed = install / 'share' / 'trpo_ros' / 'launch' / launch_name
+    assert installed.read_text() == source.read_text()
+    launch = LaunchFile(source)
+    scripts = console_scripts(REPO / 'setup.py')
+    share = install / 'share' / 'trpo_ros'
+    ours = [n for n in launch.nodes() if n.package == 'trpo_ros']
+    assert ours, f'{launch_name}: no trpo_ros Node found'
+    for node in ours:
+        where = f'{launch_name}:{node.lineno}'
+        assert node.executable in scripts, f'{where}: {node.executable!r} is not a console script'
+        assert (install / 'lib' / 'trpo_ros' / node.executable).is_file(), where
+        assert not node.unresolved, f'{where}: cannot check parameters {node.unresolved}'
+        names = declared[node.executable]
+        unknown = set(node.parameter_keys) - names
+        assert not unknown, f'{where}: {node.executable} does not declare {sorted(unknown)}'
+        for path in node.parameter_files:
+            parts = split_share(path)
+            assert parts and parts[0] == 'trpo_ros', f'{where}: params file {path} not in share'
+            repo_file, share_file = REPO / parts[1], share / parts[1]
+            assert repo_file.is_file() and share_file.is_file(), f'{where}: missing {parts[1]}'
+            keys = yaml_parameter_keys(repo_file, node.name or node.executable)
+            assert keys, f'{where}: {parts[1]} sets nothing for {node.name}'
+            unknown = set(keys) - names
+            assert not unknown, f'{where}: {parts[1]} sets undeclared {sorted(unknown)}'
+    share_paths = launch.share_paths()
+    assert share_paths, f'{launch_name}: no share path resolved'
+    for package, relative in share_paths:
+        assert package == 'trpo_ros', (package, relative)
+        assert (REPO / relative).is_file(), f'{launch_name}: {relative} not in the repo'
+        assert (share / relative).is_file(), f'{launch_name}: {relative} not installed'
+    if launch_name == 'train.launch.py':
+        assert ('trpo_ros', 'config/rviz/trpo.rviz') in share_paths
+        assert ('trpo_ros', 'config/train.yaml') in share_paths
+        assert {n.executable for n in launch.nodes()} >= {'train_node', 'robot_state_publisher',
+                                                         'rviz2'}
