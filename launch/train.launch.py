@@ -13,12 +13,11 @@ preview into TF; rviz2 opens config/rviz/trpo.rviz (fixed frame `world`).
 import os
 
 from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
-
-from launch import LaunchDescription
 
 ARGUMENTS = {
     'env': 'env id or robot/task YAML path (empty: env_id, default trpo_ros/KukaReach-v0)',

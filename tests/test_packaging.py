@@ -141,42 +141,85 @@ def declared(tmp_path: Path) -> dict[str, set[str]]:
     return _DECLARED
 
 
+def launch_problems(source: Path, install: Path, declared: dict[str, set[str]]) -> list[str]:
+    """Everything wrong with a launch file: executables, parameters, referenced files."""
+    problems: list[str] = []
+    launch = LaunchFile(source)
+    scripts = console_scripts(REPO / 'setup.py')
+    share = install / 'share' / 'trpo_ros'
+    ours = [n for n in launch.nodes() if n.package == 'trpo_ros']
+    if not ours:
+        problems.append('no trpo_ros Node found')
+    for node in ours:
+        where = f'{source.name}:{node.lineno}'
+        if node.executable not in scripts:
+            problems.append(f'{where}: {node.executable!r} is not a console script')
+            continue
+        if not (install / 'lib' / 'trpo_ros' / node.executable).is_file():
+            problems.append(f'{where}: {node.executable} not installed')
+        if node.unresolved:
+            problems.append(f'{where}: cannot check parameters {node.unresolved}')
+        names = declared[node.executable]
+        unknown = set(node.parameter_keys) - names
+        if unknown:
+            problems.append(f'{where}: {node.executable} does not declare {sorted(unknown)}')
+        for path in node.parameter_files:
+            parts = split_share(path)
+            if not parts or parts[0] != 'trpo_ros':
+                problems.append(f'{where}: params file {path} is not in share/trpo_ros')
+                continue
+            repo_file, share_file = REPO / parts[1], share / parts[1]
+            if not (repo_file.is_file() and share_file.is_file()):
+                problems.append(f'{where}: params file {parts[1]} missing')
+                continue
+            keys = yaml_parameter_keys(repo_file, node.name or node.executable)
+            if not keys:
+                problems.append(f'{where}: {parts[1]} sets nothing for {node.name}')
+            unknown = set(keys) - names
+            if unknown:
+                problems.append(f'{where}: {parts[1]} sets undeclared {sorted(unknown)}')
+    share_paths = launch.share_paths()
+    if not share_paths:
+        problems.append('no share path resolved')
+    for package, relative in share_paths:
+        if package != 'trpo_ros' or not (REPO / relative).is_file() \
+                or not (share / relative).is_file():
+            problems.append(f'{source.name}: {package}/{relative} not in the repo + install')
+    return problems
+
+
 @pytest.mark.parametrize('launch_name', LAUNCH_FILES)
 def test_launch_file_static(launch_name: str, install: Path,
                             declared: dict[str, set[str]]) -> None:
     source = REPO / 'launch' / launch_name
     installed = install / 'share' / 'trpo_ros' / 'launch' / launch_name
     assert installed.read_text() == source.read_text()
+    assert launch_problems(source, install, declared) == []
     launch = LaunchFile(source)
-    scripts = console_scripts(REPO / 'setup.py')
-    share = install / 'share' / 'trpo_ros'
-    ours = [n for n in launch.nodes() if n.package == 'trpo_ros']
-    assert ours, f'{launch_name}: no trpo_ros Node found'
-    for node in ours:
-        where = f'{launch_name}:{node.lineno}'
-        assert node.executable in scripts, f'{where}: {node.executable!r} is not a console script'
-        assert (install / 'lib' / 'trpo_ros' / node.executable).is_file(), where
-        assert not node.unresolved, f'{where}: cannot check parameters {node.unresolved}'
-        names = declared[node.executable]
-        unknown = set(node.parameter_keys) - names
-        assert not unknown, f'{where}: {node.executable} does not declare {sorted(unknown)}'
-        for path in node.parameter_files:
-            parts = split_share(path)
-            assert parts and parts[0] == 'trpo_ros', f'{where}: params file {path} not in share'
-            repo_file, share_file = REPO / parts[1], share / parts[1]
-            assert repo_file.is_file() and share_file.is_file(), f'{where}: missing {parts[1]}'
-            keys = yaml_parameter_keys(repo_file, node.name or node.executable)
-            assert keys, f'{where}: {parts[1]} sets nothing for {node.name}'
-            unknown = set(keys) - names
-            assert not unknown, f'{where}: {parts[1]} sets undeclared {sorted(unknown)}'
-    share_paths = launch.share_paths()
-    assert share_paths, f'{launch_name}: no share path resolved'
-    for package, relative in share_paths:
-        assert package == 'trpo_ros', (package, relative)
-        assert (REPO / relative).is_file(), f'{launch_name}: {relative} not in the repo'
-        assert (share / relative).is_file(), f'{launch_name}: {relative} not installed'
     if launch_name == 'train.launch.py':
-        assert ('trpo_ros', 'config/rviz/trpo.rviz') in share_paths
-        assert ('trpo_ros', 'config/train.yaml') in share_paths
+        assert ('trpo_ros', 'config/rviz/trpo.rviz') in launch.share_paths()
+        assert ('trpo_ros', 'config/train.yaml') in launch.share_paths()
         assert {n.executable for n in launch.nodes()} >= {'train_node', 'robot_state_publisher',
                                                          'rviz2'}
+        train = next(n for n in launch.nodes() if n.executable == 'train_node')
+        assert set(train.parameter_keys) == {'env', 'total_steps', 'seed', 'n_envs', 'run_dir',
+                                             'resume'}
+
+
+def test_launch_check_catches_mistakes(tmp_path: Path, install: Path,
+                                       declared: dict[str, set[str]]) -> None:
+    bad = tmp_path / 'bad.launch.py'
+    bad.write_text(
+        'import os\n'
+        'from ament_index_python.packages import get_package_share_directory\n'
+        'from launch_ros.actions import Node\n'
+        'def generate_launch_description():\n'
+        "    share = get_package_share_directory('trpo_ros')\n"
+        "    params = os.path.join(share, 'config', 'missing.yaml')\n"
+        "    return [Node(package='trpo_ros', executable='train_node', name='train_node',\n"
+        "                 parameters=[params, {'n_stepz': 5}]),\n"
+        "            Node(package='trpo_ros', executable='no_such_node')]\n")
+    problems = '\n'.join(launch_problems(bad, install, declared))
+    assert "does not declare ['n_stepz']" in problems
+    assert 'config/missing.yaml' in problems
+    assert "'no_such_node' is not a console script" in problems

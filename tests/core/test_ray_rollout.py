@@ -21,10 +21,11 @@ from trpo_ros.core.trainer import Trainer
 
 pytestmark = pytest.mark.integration
 
-os.environ.setdefault('RAY_USAGE_STATS_ENABLED', '0')
-ray = pytest.importorskip('ray')
+from trpo_ros.core.ray_rollout import LOOPBACK_ENV, RayCollector  # noqa: E402
 
-from trpo_ros.core.ray_rollout import RayCollector  # noqa: E402
+for _key, _value in LOOPBACK_ENV.items():  # before the first `import ray`: stay on 127.0.0.1
+    os.environ.setdefault(_key, _value)
+ray = pytest.importorskip('ray')
 
 PENDULUM = dict(env_id='Pendulum-v1', n_steps=256, eval_every=0, checkpoint_every=100, seed=7)
 

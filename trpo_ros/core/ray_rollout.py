@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from typing import Any
 
 import numpy as np
@@ -49,9 +50,20 @@ MAX_RESTARTS_PER_ITERATION = 3
 """Restarts of one worker slot within one iteration before the iteration fails."""
 
 
-def _import_ray() -> Any:
-    """`import ray`, or a ConfigError that says how to get it."""
+LOOPBACK_ENV = {'RAY_USAGE_STATS_ENABLED': '0', 'RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER': '0'}
+"""Environment for a single-machine Ray kept on 127.0.0.1: no usage reports, and node IP
+detection that returns the loopback address (Ray 2.x turns `_node_ip_address='127.0.0.1'` into
+the host's primary IP otherwise, and its servers then listen on every interface). Read when
+`ray` is first imported."""
+
+
+def _import_ray(local: bool = False) -> Any:
+    """`import ray`, or a ConfigError that says how to get it. With `local` (no cluster
+    address) and Ray not yet imported, Ray is set up to stay on loopback (`LOOPBACK_ENV`)."""
     os.environ.setdefault('RAY_USAGE_STATS_ENABLED', '0')  # no usage reports leave the machine
+    if local and 'ray' not in sys.modules:
+        for key, value in LOOPBACK_ENV.items():
+            os.environ.setdefault(key, value)
     try:
         import ray
     except ImportError:
@@ -83,7 +95,7 @@ def connect(address: str) -> bool:
     """Join the cluster at `address` or, when empty, start a local Ray instance bound to
     127.0.0.1. Returns True when this call started Ray (the caller shuts it down).
     An already initialized Ray in this process is used as it is."""
-    ray = _import_ray()
+    ray = _import_ray(local=not address)
     check_reachable(address)
     if ray.is_initialized():
         return False
@@ -178,7 +190,7 @@ class RayCollector:
 
     def __init__(self, config: TRPOConfig, seed: int) -> None:
         """Connect (or start Ray), check the cluster has the CPUs, start the workers."""
-        self.ray = _import_ray()
+        self.ray = _import_ray(local=not config.ray_address)
         self.config = config
         self.seed = seed
         self.m = config.envs_per_worker

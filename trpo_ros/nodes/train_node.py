@@ -238,7 +238,6 @@ class TrainNode(Node):
         config, run_dir, resume = self._build_config(param)
         self.trainer = Trainer(config, run_dir, resume=resume,
                                tensorboard=bool(param['tensorboard']))
-        self._closed = False
         try:
             self._setup(param, preview_rate, camera_rate)
         except BaseException:
