@@ -6,7 +6,9 @@ Usage: .venv/bin/python bench/rollout_scaling.py [--env trpo_ros/KukaReach-v0]
 All four collectors are built first (actor startup and env construction are not timed), each
 gets one untimed warm-up collect, then `rounds` rounds time one `collect(n_steps)` of every
 backend in turn (interleaved, so drift on a shared machine hits all alike); the median round
-is reported. Ray runs as a local instance on 127.0.0.1 with as many CPUs as the machine has.
+is reported, with the CPU seconds (user + system, from /proc) of the processes each backend
+uses: wall time on a machine shared with other jobs says as much about them as about the
+backend; CPU time is what the backend itself costs. Ray runs as a local instance on 127.0.0.1.
 Also printed: the bytes the learner sends per iteration (one payload for all workers) and
 receives (one batch per worker), the fixed cost of one Ray round trip (collect of 1 step),
 and the learner's own time per sample (GAE + TRPO step + critic fit), the serial part that
@@ -25,9 +27,9 @@ import statistics
 import tempfile
 import time
 
-from trpo_ros.core.ray_rollout import LOOPBACK_ENV
+from trpo_ros.core.ray_rollout import LOCAL_RAY_ENV
 
-for _key, _value in LOOPBACK_ENV.items():  # before the first `import ray`: stay on 127.0.0.1
+for _key, _value in LOCAL_RAY_ENV.items():  # before the first `import ray`: stay on 127.0.0.1
     os.environ.setdefault(_key, _value)
 
 import ray  # noqa: E402
@@ -38,6 +40,38 @@ from trpo_ros.core.config import TRPOConfig  # noqa: E402
 from trpo_ros.core.ray_rollout import make_payload  # noqa: E402
 from trpo_ros.core.rollout import make_collector, make_env  # noqa: E402
 from trpo_ros.core.trainer import Trainer  # noqa: E402
+
+TICKS = os.sysconf('SC_CLK_TCK')
+
+
+def process_table() -> dict[int, tuple[int, float]]:
+    """pid -> (parent pid, CPU seconds user+system) of every process we can read."""
+    table = {}
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f'/proc/{entry}/stat') as f:
+                fields = f.read().rsplit(')', 1)[1].split()
+        except OSError:
+            continue
+        table[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / TICKS)
+    return table
+
+
+def descendants(table: dict[int, tuple[int, float]], root: int) -> set[int]:
+    found, frontier = set(), {root}
+    while frontier:
+        frontier = {pid for pid, (ppid, _) in table.items() if ppid in frontier} - found
+        found |= frontier
+    return found
+
+
+def own_pids(collector: object) -> set[int]:
+    """Processes that step this collector's envs (env subprocesses, or Ray worker actors)."""
+    if hasattr(collector, 'hosts'):
+        return {pid for _, pid in collector.hosts}
+    return {p.pid for p in getattr(collector.envs, 'processes', [])}
 
 
 def batch_bytes(batch: object) -> int:
@@ -78,7 +112,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     cpus = os.cpu_count() or 2
-    ray.init(num_cpus=cpus, include_dashboard=False, logging_level=logging.WARNING,
+    # Logical CPUs for Ray: 3 so that the 1-worker and the 2-worker collectors can both hold
+    # their actors at once (idle actors use no CPU); no timed collect steps more than 2 envs.
+    ray.init(num_cpus=max(cpus, 3), include_dashboard=False, logging_level=logging.WARNING,
              _temp_dir=args.ray_temp_dir)
 
     base = TRPOConfig(env_id=args.env, n_steps=args.n_steps, seed=0)
@@ -91,6 +127,7 @@ def main() -> None:
               'local, 2 envs': base.replace(n_envs=2),
               'ray, 1 worker': base.replace(rollout_backend='ray', num_workers=1),
               'ray, 2 workers': base.replace(rollout_backend='ray', num_workers=2)}
+    load_before = f'{os.getloadavg()[0]:.2f}'
     started = time.perf_counter()
     collectors = {name: make_collector(cfg, seed=0) for name, cfg in setups.items()}
     startup = time.perf_counter() - started
@@ -99,12 +136,26 @@ def main() -> None:
     for name, collector in collectors.items():  # warm-up, untimed
         sizes[name] = batch_bytes(collector.collect(args.n_steps, normalizer, actor, scaler,
                                                     generator))
+    # CPU seconds of the processes each backend uses: this process, its env processes or
+    # worker actors and, for Ray, Ray's own processes (raylet, GCS, agents, idle workers).
+    # CPU time is what the backends cost; wall time also depends on other load on the machine.
+    everyone = descendants(process_table(), os.getpid())
+    workers = {name: own_pids(c) for name, c in collectors.items()}
+    ray_system = everyone - set().union(*workers.values())
+    counted = {name: {os.getpid()} | workers[name] | (ray_system if name.startswith('ray')
+                                                       else set())
+               for name in collectors}
     times: dict[str, list[float]] = {name: [] for name in collectors}
+    cpu = {name: 0.0 for name in collectors}
     for _ in range(args.rounds):
         for name, collector in collectors.items():
+            before = process_table()
             start = time.perf_counter()
             collector.collect(args.n_steps, normalizer, actor, scaler, generator)
             times[name].append(time.perf_counter() - start)
+            after = process_table()
+            cpu[name] += sum(after[pid][1] - before[pid][1] for pid in counted[name]
+                             if pid in before and pid in after)
     round_trip = []
     for _ in range(20):
         start = time.perf_counter()
@@ -123,20 +174,27 @@ def main() -> None:
           f'torch {torch.__version__}')
     print(f'# env {args.env}, n_steps={args.n_steps} per env, median of {args.rounds} rounds; '
           f'collector startup (all four, untimed below) {startup:.1f} s')
-    print(f'{"backend":<16} {"envs":>4} {"s/collect":>9} {"steps/s":>9} '
-          f'{"vs local same envs":>19}')
-    sps = {}
+    print(f'# load average before/after: {load_before} / {os.getloadavg()[0]:.2f} '
+          f'on {cpus} CPUs')
+    print(f'{"backend":<16} {"envs":>4} {"s/collect":>9} {"steps/s":>9} {"wall vs local":>13} '
+          f'{"CPU us/step":>11} {"CPU vs local":>12}')
+    sps, cpu_per_step = {}, {}
     for name, cfg in setups.items():
         seconds = statistics.median(times[name])
         sps[name] = cfg.total_envs * args.n_steps / seconds
+        cpu_per_step[name] = cpu[name] / (cfg.total_envs * args.n_steps * args.rounds)
         local = 'local, 1 env' if cfg.total_envs == 1 else 'local, 2 envs'
-        overhead = '' if name.startswith('local') else \
-            f'{100 * (sps[local] / sps[name] - 1):+.1f} % time'
-        print(f'{name:<16} {cfg.total_envs:>4} {seconds:>9.3f} {sps[name]:>9.0f} {overhead:>19}')
+        wall = cpu_ratio = ''
+        if name.startswith('ray'):
+            wall = f'{100 * (sps[local] / sps[name] - 1):+.1f} %'
+            cpu_ratio = f'{100 * (cpu_per_step[name] / cpu_per_step[local] - 1):+.1f} %'
+        print(f'{name:<16} {cfg.total_envs:>4} {seconds:>9.3f} {sps[name]:>9.0f} {wall:>13} '
+              f'{1e6 * cpu_per_step[name]:>11.0f} {cpu_ratio:>12}')
     per_worker = sizes['ray, 1 worker']
-    print(f'# Ray overhead at 2 workers vs local 2 envs: '
-          f'{100 * (sps["local, 2 envs"] / sps["ray, 2 workers"] - 1):+.1f} % '
-          '(target <= +15 %; negative = Ray faster)')
+    print(f'# Ray overhead at 2 workers vs local 2 envs (target <= +15 %, negative = Ray '
+          f'cheaper): wall time '
+          f'{100 * (sps["local, 2 envs"] / sps["ray, 2 workers"] - 1):+.1f} %, CPU time '
+          f'{100 * (cpu_per_step["ray, 2 workers"] / cpu_per_step["local, 2 envs"] - 1):+.1f} %')
     print(f'# per iteration: learner -> object store: 1 payload of {payload_bytes} B '
           f'(actor {sum(v.nbytes for v in payload["actor"].values())} B, normalizer+scaler '
           f'{sum(v.nbytes for k in ("normalizer", "scaler") for v in payload[k].values())} B, '

@@ -195,9 +195,11 @@ def _saved_config(run_dir: Path) -> TRPOConfig:
 
 
 def _ros_args_from_train(args: argparse.Namespace) -> list[str]:
-    """Translate train options into --ros-args parameters for train_node."""
-    params = [f'{n}:={_ros_value(getattr(args, n))}' for n in FIELDS
+    """Translate train options into --ros-args parameters for train_node (which exits when
+    training is done, like the plain `trpo-ros train`)."""
+    params = [f'{n}:={_ros_value(n, getattr(args, n))}' for n in FIELDS
               if getattr(args, n) is not None]
+    params.append('exit_when_done:=true')
     if args.run_dir:
         params.append(f'run_dir:={args.run_dir}')
     if args.resume:
@@ -210,8 +212,11 @@ def _ros_args_from_train(args: argparse.Namespace) -> list[str]:
     return ros_args
 
 
-def _ros_value(value: str) -> str:
-    return value if ',' not in value else '[' + value + ']'
+def _ros_value(name: str, value: str) -> str:
+    """Tuple fields (hidden_sizes) become ROS integer arrays; everything else passes as is."""
+    if isinstance(getattr(TRPOConfig(), name), tuple) and not value.startswith('['):
+        return '[' + value + ']'
+    return value
 
 
 def default_run_dir(env_id: str) -> str:

@@ -21,9 +21,9 @@ from trpo_ros.core.trainer import Trainer
 
 pytestmark = pytest.mark.integration
 
-from trpo_ros.core.ray_rollout import LOOPBACK_ENV, RayCollector  # noqa: E402
+from trpo_ros.core.ray_rollout import LOCAL_RAY_ENV, RayCollector  # noqa: E402
 
-for _key, _value in LOOPBACK_ENV.items():  # before the first `import ray`: stay on 127.0.0.1
+for _key, _value in LOCAL_RAY_ENV.items():  # before the first `import ray`: stay on 127.0.0.1
     os.environ.setdefault(_key, _value)
 ray = pytest.importorskip('ray')
 
@@ -166,5 +166,5 @@ def test_unreachable_cluster_fails_fast_with_config_error():
 
 def test_more_envs_than_cluster_cpus_is_a_config_error():
     config = TRPOConfig(env_id='Pendulum-v1', rollout_backend='ray', num_workers=3)
-    with pytest.raises(ConfigError, match='has 2 CPUs'):
+    with pytest.raises(ConfigError, match=r'has 2 CPUs \(2 free\).*needs 3'):
         RayCollector(config, seed=0)

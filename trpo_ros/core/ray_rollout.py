@@ -50,19 +50,22 @@ MAX_RESTARTS_PER_ITERATION = 3
 """Restarts of one worker slot within one iteration before the iteration fails."""
 
 
-LOOPBACK_ENV = {'RAY_USAGE_STATS_ENABLED': '0', 'RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER': '0'}
-"""Environment for a single-machine Ray kept on 127.0.0.1: no usage reports, and node IP
-detection that returns the loopback address (Ray 2.x turns `_node_ip_address='127.0.0.1'` into
-the host's primary IP otherwise, and its servers then listen on every interface). Read when
-`ray` is first imported."""
+LOCAL_RAY_ENV = {'RAY_USAGE_STATS_ENABLED': '0', 'RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER': '0',
+                 'RAY_worker_niceness': '0'}
+"""Environment for a single-machine Ray (set with `setdefault`: the user's values win):
+no usage reports; node IP detection that returns the loopback address (Ray 2.x turns
+`_node_ip_address='127.0.0.1'` into the host's primary IP otherwise, and its servers then
+listen on every interface; read when `ray` is first imported); workers at nice 0 like the
+local backend's env processes (Ray's default, nice 15, makes rollouts lose the CPU to any
+other process on the machine)."""
 
 
 def _import_ray(local: bool = False) -> Any:
     """`import ray`, or a ConfigError that says how to get it. With `local` (no cluster
-    address) and Ray not yet imported, Ray is set up to stay on loopback (`LOOPBACK_ENV`)."""
+    address) and Ray not yet imported, the local instance is set up by `LOCAL_RAY_ENV`."""
     os.environ.setdefault('RAY_USAGE_STATS_ENABLED', '0')  # no usage reports leave the machine
     if local and 'ray' not in sys.modules:
-        for key, value in LOOPBACK_ENV.items():
+        for key, value in LOCAL_RAY_ENV.items():
             os.environ.setdefault(key, value)
     try:
         import ray
@@ -198,17 +201,23 @@ class RayCollector:
         self._closed = False
         try:
             need = config.num_workers * self.m
-            have = self.ray.cluster_resources().get('CPU', 0)
-            if need > have:
-                raise ConfigError(f'Ray cluster at {config.ray_address or "local"} has {have:g} '
-                                  f'CPUs; num_workers * envs_per_worker = {need} needs {need}')
+            total = self.ray.cluster_resources().get('CPU', 0)
+            free = self.ray.available_resources().get('CPU', 0)
+            if need > free:
+                raise ConfigError(f'Ray cluster at {config.ray_address or "local"} has {total:g} '
+                                  f'CPUs ({free:g} free); num_workers * envs_per_worker = '
+                                  f'{need} needs {need} (one per env)')
             self._worker_config = config.replace(n_envs=self.m, rollout_backend='local',
                                                  ray_address='').to_dict()
             self._actor_class = self.ray.remote(num_cpus=self.m, max_restarts=0)(RolloutWorker)
             self.generations = [0] * config.num_workers
             self.workers = [self._start(k) for k in range(config.num_workers)]
-            self.hosts = self.ray.get([w.ready.remote() for w in self.workers],
-                                      timeout=READY_TIMEOUT_S)
+            try:
+                self.hosts = self.ray.get([w.ready.remote() for w in self.workers],
+                                          timeout=READY_TIMEOUT_S)
+            except self.ray.exceptions.GetTimeoutError:
+                raise RuntimeError(f'Ray rollout workers not ready after {READY_TIMEOUT_S:g} s '
+                                   '(CPUs taken by other jobs, or envs slow to build)') from None
         except BaseException:
             self.close()
             raise

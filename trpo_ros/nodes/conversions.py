@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import array
 import math
+import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -255,3 +256,37 @@ class LatencyWindow:
             return math.nan, math.nan
         p50, p99 = np.percentile(self._buf[:n], [50, 99])
         return float(p50 * 1e3), float(p99 * 1e3)
+
+
+def robot_description_in_world(info: dict[str, Any], frame_id: str = 'world') -> str:
+    """The env's URDF with a fixed joint `frame_id` -> root link at the env's base pose.
+
+    robot_state_publisher then publishes the frame_id -> base transform itself, so rviz2 can use
+    `frame_id` (where the goal and end-effector markers live) as its fixed frame.
+    """
+    text = str(info['robot_description'])
+    root = ET.fromstring(text.encode())
+    children = {j.find('child').get('link') for j in root.iter('joint')
+                if j.find('child') is not None}
+    roots = [link.get('name') for link in root.findall('link')
+             if link.get('name') not in children]
+    if not roots or frame_id in roots:
+        return text
+    x, y, z = (float(v) for v in info.get('base_position', (0.0, 0.0, 0.0)))
+    roll, pitch, yaw = _quaternion_to_rpy(info.get('base_orientation', (0.0, 0.0, 0.0, 1.0)))
+    addition = (f'  <link name="{frame_id}"/>\n'
+                f'  <joint name="{frame_id}_to_{roots[0]}" type="fixed">\n'
+                f'    <parent link="{frame_id}"/>\n    <child link="{roots[0]}"/>\n'
+                f'    <origin xyz="{x:.6g} {y:.6g} {z:.6g}" '
+                f'rpy="{roll:.6g} {pitch:.6g} {yaw:.6g}"/>\n  </joint>\n')
+    end = text.rfind('</robot>')
+    return text[:end] + addition + text[end:]
+
+
+def _quaternion_to_rpy(quaternion: Sequence[float]) -> tuple[float, float, float]:
+    """URDF roll, pitch, yaw (fixed-axis XYZ) of a unit quaternion [x, y, z, w]."""
+    qx, qy, qz, qw = (float(v) for v in quaternion)
+    roll = math.atan2(2 * (qw * qx + qy * qz), 1 - 2 * (qx * qx + qy * qy))
+    pitch = math.asin(max(-1.0, min(1.0, 2 * (qw * qy - qz * qx))))
+    yaw = math.atan2(2 * (qw * qz + qx * qy), 1 - 2 * (qy * qy + qz * qz))
+    return roll, pitch, yaw

@@ -36,6 +36,7 @@ from trpo_ros.nodes.conversions import (
     diagnostic_array,
     diagnostic_status,
     latched_qos,
+    robot_description_in_world,
     state_qos,
 )
 from trpo_ros.nodes.runner import run_nodes
@@ -101,7 +102,7 @@ class SimNode(Node):
         self._marker_pub = self.create_publisher(MarkerArray, '/trpo/markers', 10)
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         description = self.create_publisher(String, '/robot_description', latched_qos())
-        description.publish(String(data=self.info['robot_description']))
+        description.publish(String(data=robot_description_in_world(self.info, self.frame_id)))
         self.create_subscription(Float64MultiArray, param['command_topic'], self._on_command,
                                  command_qos(param['command_reliability']))
         self.create_service(Trigger, '~/reset', self._on_reset)

@@ -26,7 +26,6 @@ import os
 import sys
 import threading
 import time
-import xml.etree.ElementTree as ET
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
@@ -51,14 +50,15 @@ from trpo_ros.nodes.conversions import (
     diagnostic_array,
     diagnostic_status,
     latched_qos,
+    robot_description_in_world,
     state_qos,
 )
 from trpo_ros.nodes.runner import StopFlag, run_nodes
 
 NODE_NAME = 'train_node'
 STATUS_NAME = 'trpo_ros: training'
-STOP_GRACE = 1.3
-"""Seconds the node waits for a running iteration after SIGINT/SIGTERM before it exits."""
+STOP_GRACE = 1.0
+"""Seconds after SIGINT/SIGTERM the node waits for a running iteration before it exits."""
 TRAIL_LENGTH = 100
 """End-effector positions kept in the preview trail (2 s at 50 Hz)."""
 REACH_ENV_ID = 'trpo_ros/Reach-v0'
@@ -80,6 +80,23 @@ NODE_PARAMETERS: dict[str, tuple[Any, str]] = {
     'tensorboard': (True, 'also write TensorBoard events to run_dir/tensorboard'),
 }
 """Node parameters that are not TRPOConfig fields: name -> (default, description)."""
+
+
+class _StopFlag(StopFlag):
+    """A StopFlag that remembers when it was set and tells the trainer at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.time: float | None = None
+        self.on_set: list[Any] = []
+
+    def set(self, reason: str = 'stop') -> None:
+        """Record the time, run the callbacks (e.g. set trainer.stop_event), then stop."""
+        if self.time is None:
+            self.time = time.monotonic()
+            for callback in self.on_set:
+                callback()
+        super().set(reason)
 
 
 class ParameterError(ValueError):
@@ -121,40 +138,6 @@ def config_parameter_descriptions() -> dict[str, str]:
 def declared_parameters() -> list[str]:
     """Every parameter train_node declares (node parameters, then TRPOConfig fields)."""
     return [*NODE_PARAMETERS, *FIELDS]
-
-
-def robot_description_in_world(info: dict[str, Any], frame_id: str = 'world') -> str:
-    """The env's URDF with a fixed joint `frame_id` -> root link at the env's base pose.
-
-    robot_state_publisher then publishes the frame_id -> base transform itself, so rviz2 can use
-    `frame_id` (where the goal and end-effector markers live) as its fixed frame.
-    """
-    text = str(info['robot_description'])
-    root = ET.fromstring(text.encode())
-    children = {j.find('child').get('link') for j in root.iter('joint')
-                if j.find('child') is not None}
-    roots = [link.get('name') for link in root.findall('link')
-             if link.get('name') not in children]
-    if not roots or frame_id in roots:
-        return text
-    x, y, z = (float(v) for v in info.get('base_position', (0.0, 0.0, 0.0)))
-    roll, pitch, yaw = _quaternion_to_rpy(info.get('base_orientation', (0.0, 0.0, 0.0, 1.0)))
-    addition = (f'  <link name="{frame_id}"/>\n'
-                f'  <joint name="{frame_id}_to_{roots[0]}" type="fixed">\n'
-                f'    <parent link="{frame_id}"/>\n    <child link="{roots[0]}"/>\n'
-                f'    <origin xyz="{x:.6g} {y:.6g} {z:.6g}" '
-                f'rpy="{roll:.6g} {pitch:.6g} {yaw:.6g}"/>\n  </joint>\n')
-    end = text.rfind('</robot>')
-    return text[:end] + addition + text[end:]
-
-
-def _quaternion_to_rpy(quaternion: Sequence[float]) -> tuple[float, float, float]:
-    """URDF roll, pitch, yaw (fixed-axis XYZ) of a unit quaternion [x, y, z, w]."""
-    qx, qy, qz, qw = (float(v) for v in quaternion)
-    roll = math.atan2(2 * (qw * qx + qy * qz), 1 - 2 * (qx * qx + qy * qy))
-    pitch = math.asin(max(-1.0, min(1.0, 2 * (qw * qy - qz * qx))))
-    yaw = math.atan2(2 * (qw * qz + qx * qy), 1 - 2 * (qy * qy + qz * qz))
-    return roll, pitch, yaw
 
 
 def robot_description_for_env(env: str, env_kwargs: dict[str, Any] | None = None,
@@ -246,6 +229,8 @@ class TrainNode(Node):
             self.trainer.close()
             raise
         self._closed = False
+        if isinstance(stop, _StopFlag):
+            stop.on_set.append(self.trainer.stop_event.set)
         if start:
             self.start()
 
@@ -572,8 +557,14 @@ class TrainNode(Node):
         self._camera_pub.publish(msg)
 
     # ------------------------------------------------------------------------- shutdown
-    def stop_training(self, timeout: float = STOP_GRACE) -> bool:
-        """Ask the trainer to stop after this iteration; True if the thread ended in time."""
+    def stop_training(self, timeout: float | None = None) -> bool:
+        """Ask the trainer to stop after this iteration; True if the thread ended in time.
+
+        The default wait ends STOP_GRACE seconds after the stop signal (or from now).
+        """
+        if timeout is None:
+            since = getattr(self._stop, 'time', None) or time.monotonic()
+            timeout = max(0.0, since + STOP_GRACE - time.monotonic())
         self._closing.set()
         self.trainer.stop_event.set()
         self.trainer.pause_event.clear()
@@ -636,7 +627,7 @@ def main(args: Sequence[str] | None = None) -> int:
     import rclpy.logging
     from rclpy._rclpy_pybind11 import RCLError
 
-    stop = StopFlag()
+    stop = _StopFlag()
     made: list[TrainNode] = []
 
     def factory(context: Any) -> TrainNode:

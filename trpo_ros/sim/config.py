@@ -46,8 +46,11 @@ class SimConfigError(ValueError):
 
 def sim_dirs() -> list[Path]:
     """Folders searched for sim files: repo-root `sim/`, then installed `share/trpo_ros/sim`."""
-    dirs = [Path(__file__).resolve().parents[2] / 'sim',
-            Path(sys.prefix) / 'share' / PACKAGE / 'sim']
+    here = Path(__file__).resolve()
+    dirs = [here.parents[2] / 'sim',  # source checkout
+            Path(sys.prefix) / 'share' / PACKAGE / 'sim']  # pip install into a venv
+    if len(here.parents) > 5:  # colcon: <prefix>/lib/pythonX.Y/site-packages/trpo_ros/sim/
+        dirs.append(here.parents[5] / 'share' / PACKAGE / 'sim')
     for prefix in os.environ.get('AMENT_PREFIX_PATH', '').split(os.pathsep):
         if prefix:
             dirs.append(Path(prefix) / 'share' / PACKAGE / 'sim')
