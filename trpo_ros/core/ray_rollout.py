@@ -33,6 +33,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import time
 from typing import Any
 
 import numpy as np
@@ -46,6 +47,8 @@ CONNECT_TIMEOUT_S = 3.0
 """How long to try a HOST:PORT cluster address before giving up with a ConfigError."""
 READY_TIMEOUT_S = 300.0
 """How long to wait for the worker actors to be placed and to build their envs."""
+FREE_CPU_WAIT_S = 10.0
+"""How long to wait for CPUs held by actors that are being released (e.g. a closed collector)."""
 MAX_RESTARTS_PER_ITERATION = 3
 """Restarts of one worker slot within one iteration before the iteration fails."""
 
@@ -104,7 +107,7 @@ def connect(address: str) -> bool:
         return False
     try:
         if address:
-            ray.init(address=address, include_dashboard=False, log_to_driver=True)
+            ray.init(address=address)
         else:
             ray.init(include_dashboard=False, _node_ip_address='127.0.0.1')
     except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -200,13 +203,7 @@ class RayCollector:
         self._owns_ray = connect(config.ray_address)
         self._closed = False
         try:
-            need = config.num_workers * self.m
-            total = self.ray.cluster_resources().get('CPU', 0)
-            free = self.ray.available_resources().get('CPU', 0)
-            if need > free:
-                raise ConfigError(f'Ray cluster at {config.ray_address or "local"} has {total:g} '
-                                  f'CPUs ({free:g} free); num_workers * envs_per_worker = '
-                                  f'{need} needs {need} (one per env)')
+            self._check_cpus(config.num_workers * self.m)
             self._worker_config = config.replace(n_envs=self.m, rollout_backend='local',
                                                  ray_address='').to_dict()
             self._actor_class = self.ray.remote(num_cpus=self.m, max_restarts=0)(RolloutWorker)
@@ -221,6 +218,20 @@ class RayCollector:
         except BaseException:
             self.close()
             raise
+
+    def _check_cpus(self, need: int) -> None:
+        """ConfigError unless `need` CPUs are free (waits a little for actors being released)."""
+        deadline = time.monotonic() + FREE_CPU_WAIT_S
+        while True:
+            total = self.ray.cluster_resources().get('CPU', 0)
+            free = self.ray.available_resources().get('CPU', 0)
+            if need <= free:
+                return
+            if need > total or time.monotonic() > deadline:
+                raise ConfigError(f'Ray cluster at {self.config.ray_address or "local"} has '
+                                  f'{total:g} CPUs ({free:g} free); num_workers * '
+                                  f'envs_per_worker = {need} needs {need} (one per env)')
+            time.sleep(0.2)
 
     def _start(self, k: int) -> Any:
         generation = self.generations[k]

@@ -93,6 +93,47 @@ class Batch:
         return int(self.rewards.size)
 
 
+class RolloutPolicy:
+    """Frozen float32 numpy copy of normalizer -> actor -> scaler, used to sample actions
+    during collection: torch's per-call overhead is several times the cost of these tiny
+    matrix products (about 220 vs 40 us per step). Same math as the torch modules (tested)."""
+
+    def __init__(self, normalizer: ObsNormalizer, actor: GaussianActor,
+                 scaler: ActionScaler) -> None:
+        with torch.no_grad():
+            self.normalize = normalizer.enabled
+            self.mean = normalizer.mean.float().numpy()
+            self.inv_std = (1.0 / torch.sqrt(normalizer.var + 1e-8)).float().numpy()
+            self.clip = normalizer.clip
+            self.layers = [(m.weight.T.numpy().copy(), m.bias.numpy().copy())
+                           for m in actor.mean_net if isinstance(m, torch.nn.Linear)]
+            self.std = actor.log_std.exp().numpy().copy()
+            self.center = scaler.center.numpy()
+            self.half_range = scaler.half_range.numpy()
+            self.bounded = scaler.bounded.numpy()
+
+    def mean_action(self, obs: np.ndarray) -> np.ndarray:
+        """Mean of pi(.|obs) in normalized action units, obs shaped [n, obs_dim]."""
+        x = obs
+        if self.normalize:
+            x = np.clip((obs - self.mean) * self.inv_std, -self.clip, self.clip)
+        for i, (weight, bias) in enumerate(self.layers):
+            x = x @ weight + bias
+            if i < len(self.layers) - 1:
+                x = np.tanh(x)
+        return x
+
+    def to_env(self, u: np.ndarray) -> np.ndarray:
+        """ActionScaler in numpy: clip bounded dimensions to [-1, 1], scale to the Box."""
+        return self.center + self.half_range * np.where(self.bounded, np.clip(u, -1, 1), u)
+
+    def sample(self, obs: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """(normalized action u ~ pi(.|obs), env action)."""
+        mean = self.mean_action(obs)
+        u = (mean + self.std * rng.standard_normal(mean.shape, dtype=np.float32))
+        return u, self.to_env(u)
+
+
 def make_collector(config: TRPOConfig, seed: int) -> RolloutCollector:
     """The rollout backend of the config: local vector env, or Ray actors."""
     if config.rollout_backend == 'ray':
@@ -128,13 +169,13 @@ class RolloutCollector:
         term_buf = np.zeros((n_steps, n_envs), bool)
         trunc_buf = np.zeros((n_steps, n_envs), bool)
         batch = Batch(obs_buf, act_buf, rew_buf, term_buf, trunc_buf, next_buf)
-        std = actor.log_std.exp()
+        policy = RolloutPolicy(normalizer, actor, scaler)
+        # One draw from the trainer's generator seeds this batch's noise: reproducible runs.
+        rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=generator)))
         for t in range(n_steps):
             obs_buf[t] = self.obs
-            mean = actor(normalizer(torch.from_numpy(obs_buf[t])))
-            u = mean + std * torch.randn(mean.shape, generator=generator)
-            act_buf[t] = u.numpy()
-            next_obs, reward, terminated, truncated, info = self.envs.step(scaler.to_env(u))
+            act_buf[t], env_action = policy.sample(self.obs, rng)
+            next_obs, reward, terminated, truncated, info = self.envs.step(env_action)
             rew_buf[t], term_buf[t], trunc_buf[t] = reward, terminated, truncated
             next_buf[t] = next_obs
             self.running_return += reward

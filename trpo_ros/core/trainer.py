@@ -144,7 +144,8 @@ class Trainer:
         row = self._episode_metrics(batch)
 
         rolled_back = self._regression_guard(row['rollout/ep_return_mean'])
-        self.normalizer.update(batch.obs)
+        # The update sees the observations as the collecting policy saw them; the normalizer
+        # takes in this batch only after the update (as VecNormalize-style training does).
         obs = self.normalizer(torch.from_numpy(batch.obs.reshape(-1, batch.obs.shape[-1])))
         next_obs = self.normalizer(torch.from_numpy(batch.next_obs.reshape(obs.shape[0], -1)))
         with torch.no_grad():
@@ -183,6 +184,8 @@ class Trainer:
             'train/value_loss': value_loss,
             'train/explained_variance': explained_variance(values.reshape(-1), returns),
         })
+        with self.policy_lock:
+            self.normalizer.update(batch.obs)
         if config.eval_every and self.iteration % config.eval_every == 0:
             row.update(self._evaluate_and_keep_best())
         elapsed = time.perf_counter() - started

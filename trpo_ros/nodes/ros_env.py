@@ -547,9 +547,12 @@ class RosReachEnv(gym.Env):
 
             self._cond.wait_for(ready, timeout=max(0.0, deadline - time.monotonic()))
         if entry is None:
+            with self._cond:
+                late = [e for e in self._states if e[1] >= after]
             raise RosEnvTimeout(
                 f'no fresh JointState on {self.state_topic} within {self.state_timeout:g} s '
                 f'after the command on {self.command_topic} (robot stopped answering?); '
+                f'{len(late)} state(s) arrived but were not newer / repeated the last one; '
                 'a hold command was published')
         return entry
 
