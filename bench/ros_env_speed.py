@@ -28,8 +28,8 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-SIM_ARGS = ['--ros-args', '-p', 'mode:=lockstep',
-            '-p', 'env:=trpo_ros.nodes.ros_env:trpo_ros/KukaReachNoTimeLimit-v0']
+SIM_ARGS = ['--ros-args', '-p', 'mode:=lockstep', '-p', 'episode_steps:=0',
+            '-p', 'follow_goal_topic:=true']
 
 
 def serve_sim(threads: int) -> int:

@@ -9,17 +9,15 @@ import numpy as np
 import pytest
 
 import trpo_ros.nodes.ros_env  # noqa: F401 - registers trpo_ros/RosReach-v0
-from trpo_ros.nodes.ros_env import SERVER_ENV_ID, RosEnvError, RosEnvTimeout, RosReachEnv
+from trpo_ros.nodes.ros_env import SERVER_PARAMETERS, RosEnvError, RosEnvTimeout, RosReachEnv
 
 pytestmark = pytest.mark.integration
 
 MODULE = 'trpo_ros.nodes.sim_node'
-# sim_node must not auto-reset at its own TimeLimit: the env resets episodes via ~/reset.
-SERVER = f'trpo_ros.nodes.ros_env:{SERVER_ENV_ID}'
 
 
 def start_sim(node_process, mode='lockstep', **params):
-    return node_process(MODULE, mode=mode, env=SERVER, **params)
+    return node_process(MODULE, **{**SERVER_PARAMETERS, 'mode': mode, **params})
 
 
 def record_used_states(env):

@@ -39,14 +39,9 @@ from trpo_ros.sim import kinematics
 from trpo_ros.sim.reach_env import DEFAULT_ROBOT_YAML, ReachEnv
 
 ENV_ID = 'trpo_ros/RosReach-v0'
-SERVER_ENV_ID = 'trpo_ros/KukaReachNoTimeLimit-v0'
-"""PyBullet KUKA reach without TimeLimit: a sim_node `env` whose episodes the client drives.
-
-sim_node auto-resets at its env's TimeLimit; against a client that resets through `~/reset`
-that would replace the last state of every episode by the reset state. Start sim_node with
-``-p env:=trpo_ros.nodes.ros_env:trpo_ros/KukaReachNoTimeLimit-v0`` (gymnasium imports the
-module) until sim_node has an ``auto_reset`` parameter.
-"""
+SERVER_PARAMETERS = {'mode': 'lockstep', 'episode_steps': 0, 'follow_goal_topic': True}
+"""sim_node parameters for serving this env: one step per command, no auto-reset at its own
+TimeLimit (the env resets episodes through ~/reset), and the env's goals on /trpo/goal."""
 TIMINGS = ('lockstep', 'realtime')
 SUPPORTED_MODES = ('position_delta', 'position')
 _node_ids = itertools.count()
@@ -690,15 +685,5 @@ def make_ros_reach_env(robot_yaml: str | os.PathLike | None = None, **kwargs: An
     return TimeLimit(env, env.episode_steps)
 
 
-def _register() -> None:
-    if ENV_ID not in gym.registry:
-        gym.register(ENV_ID, entry_point='trpo_ros.nodes.ros_env:make_ros_reach_env')
-    if SERVER_ENV_ID not in gym.registry:
-        gym.register(SERVER_ENV_ID, entry_point='trpo_ros.sim.reach_env:ReachEnv',
-                     kwargs={'robot_yaml': DEFAULT_ROBOT_YAML})
-
-
-_register()
-
-__all__ = ['ENV_ID', 'SERVER_ENV_ID', 'RosEnvError', 'RosEnvTimeout', 'RosReachEnv',
+__all__ = ['ENV_ID', 'SERVER_PARAMETERS', 'RosEnvError', 'RosEnvTimeout', 'RosReachEnv',
            'make_ros_reach_env']

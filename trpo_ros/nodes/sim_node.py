@@ -11,6 +11,7 @@ per command received and publishes the new joint state right after (deterministi
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Sequence
@@ -56,6 +57,10 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     'marker_period': (0.1, 'seconds between /trpo/markers messages'),
     'diagnostics_period': (1.0, 'seconds between /diagnostics messages'),
     'frame_id': ('world', 'fixed frame of goal and markers'),
+    'episode_steps': (-1, "episode length: -1 = the env's TimeLimit, 0 = never auto-reset "
+                          '(a client such as RosReachEnv resets through ~/reset)'),
+    'follow_goal_topic': (False, 'take goals from /trpo/goal (published by a client such as '
+                                 'RosReachEnv) instead of drawing and publishing its own'),
 }
 """Declared parameters: name -> (default, description)."""
 
@@ -83,7 +88,10 @@ class SimNode(Node):
         self.max_episodes = int(param['max_episodes'])
         self._kick = float(param['lockstep_kick'])
         kwargs_env = {'urdf': param['urdf']} if param['urdf'] else {}
+        if param['episode_steps'] >= 0:
+            kwargs_env['max_episode_steps'] = param['episode_steps'] or 2**62
         self.env = gym.make(param['env'], **kwargs_env)
+        self._follow_goal = bool(param['follow_goal_topic'])
         self.info = self.env.unwrapped.spec_info()
         self.joint_names = list(self.info['joint_names'])
         self.control_mode = self.info['control_mode']
@@ -99,6 +107,8 @@ class SimNode(Node):
 
         self._state_pub = self.create_publisher(JointState, '/joint_states', state_qos())
         self._goal_pub = self.create_publisher(PointStamped, '/trpo/goal', latched_qos())
+        if self._follow_goal:
+            self.create_subscription(PointStamped, '/trpo/goal', self._on_goal, latched_qos())
         self._marker_pub = self.create_publisher(MarkerArray, '/trpo/markers', 10)
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         description = self.create_publisher(String, '/robot_description', latched_qos())
@@ -218,7 +228,15 @@ class SimNode(Node):
         msg.effort = efforts.astype(np.float64).tolist()
         self._state_pub.publish(msg)
 
+    def _on_goal(self, msg: PointStamped) -> None:
+        goal = [msg.point.x, msg.point.y, msg.point.z]
+        if all(math.isfinite(v) for v in goal):
+            with self._lock:
+                self.env.unwrapped.set_goal(goal)
+
     def _publish_goal(self) -> None:
+        if self._follow_goal:  # the client owns the goal topic
+            return
         goal = self.env.unwrapped.goal
         msg = PointStamped()
         msg.header.frame_id = self.frame_id
@@ -280,7 +298,9 @@ class SimNode(Node):
 
 def main(args: Sequence[str] | None = None) -> int:
     """Entry point: `sim_node --ros-args -p mode:=lockstep`."""
-    return run_nodes(lambda context: SimNode(context=context), args=args)
+    # One thread: every callback is short and takes the same lock; a multi-threaded executor
+    # only adds wake-up latency (measured: p99 round trip 17-30 ms vs 3 ms).
+    return run_nodes(lambda context: SimNode(context=context), args=args, num_threads=1)
 
 
 if __name__ == '__main__':

@@ -48,6 +48,9 @@ def _register() -> None:
                          max_episode_steps=_episode_steps(robot_yaml))
     if 'trpo_ros/Reach-v0' not in gym.registry:
         gym.register('trpo_ros/Reach-v0', entry_point='trpo_ros.sim:reach_from_yaml')
+    if 'trpo_ros/RosReach-v0' not in gym.registry:  # over ROS topics; rclpy loads on make
+        gym.register('trpo_ros/RosReach-v0',
+                     entry_point='trpo_ros.nodes.ros_env:make_ros_reach_env')
 
 
 _register()
