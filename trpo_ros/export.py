@@ -49,6 +49,13 @@ from trpo_ros.core.checkpoint import (
     atomic_write_bytes,
     load_policy,
 )
+from trpo_ros.sim.kinematics import (
+    forward_kinematics,
+    homogeneous,
+    quaternion_to_matrix,
+    rpy_to_matrix,
+    skew,
+)
 
 OPSET = 18
 """ONNX opset the graph is exported with (pinned so exports are reproducible)."""
@@ -128,8 +135,6 @@ def input_to_env_obs(bundle: PolicyBundle, obs: np.ndarray) -> np.ndarray:
         full[:, names.index(name)] = x[:, col]
     ee_cols = [names.index(f'ee_pos/{a}') for a in 'xyz' if f'ee_pos/{a}' in names]
     if ee_cols:
-        from trpo_ros.sim.kinematics import forward_kinematics
-
         info = bundle.env_info
         chain = info['fk_chain']
         chain_joints = [j['joint_name'] for j in chain if j['type'] in MOVABLE]
@@ -176,35 +181,6 @@ def reference_action(bundle: PolicyBundle, env_obs: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- torch modules
 
 
-def _skew(axis: np.ndarray) -> np.ndarray:
-    return np.array([[0.0, -axis[2], axis[1]], [axis[2], 0.0, -axis[0]],
-                     [-axis[1], axis[0], 0.0]])
-
-
-def _rpy(rpy: Sequence[float]) -> np.ndarray:
-    r, p, y = (float(v) for v in rpy)
-    rx = np.array([[1, 0, 0], [0, math.cos(r), -math.sin(r)], [0, math.sin(r), math.cos(r)]])
-    ry = np.array([[math.cos(p), 0, math.sin(p)], [0, 1, 0], [-math.sin(p), 0, math.cos(p)]])
-    rz = np.array([[math.cos(y), -math.sin(y), 0], [math.sin(y), math.cos(y), 0], [0, 0, 1]])
-    return rz @ ry @ rx
-
-
-def _quat(q: Sequence[float]) -> np.ndarray:
-    x, y, z, w = (float(v) for v in q)
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-    ])
-
-
-def _homogeneous(rot: np.ndarray, trans: Sequence[float] = (0.0, 0.0, 0.0)) -> np.ndarray:
-    t = np.eye(4)
-    t[:3, :3] = rot
-    t[:3, 3] = trans
-    return t
-
-
 def _block(rot: np.ndarray) -> np.ndarray:
     t = np.zeros((4, 4))
     t[:3, :3] = rot
@@ -234,15 +210,15 @@ class ForwardKinematics(nn.Module):
         # constant transforms seen since the last movable joint.
         elements: list[list[np.ndarray]] = []
         columns: list[int] = []
-        prefix = _homogeneous(_quat(base_orientation), base_position)
+        prefix = homogeneous(quaternion_to_matrix(base_orientation), base_position)
         for joint in chain:
-            origin = prefix @ _homogeneous(_rpy(joint['rpy']), joint['xyz'])
+            origin = prefix @ homogeneous(rpy_to_matrix(joint['rpy']), joint['xyz'])
             name, jtype = joint['joint_name'], joint['type']
             axis = np.asarray(joint['axis'], np.float64)
             if name in q_columns and jtype in ('revolute', 'continuous'):
-                k = _skew(axis)
+                k = skew(axis)
                 elements.append([origin @ _block(-k @ k), origin @ _block(k), np.zeros((4, 4)),
-                                 origin @ _homogeneous(np.eye(3) + k @ k)])
+                                 origin @ homogeneous(np.eye(3) + k @ k)])
             elif name in q_columns and jtype == 'prismatic':
                 shift = np.zeros((4, 4))
                 shift[:3, 3] = axis

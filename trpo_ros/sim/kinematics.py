@@ -192,10 +192,15 @@ def rpy_to_matrix(rpy: Sequence[float]) -> np.ndarray:
     return rz @ ry @ rx
 
 
+def skew(axis: Sequence[float]) -> np.ndarray:
+    """Cross-product matrix K of `axis` (K v = axis x v)."""
+    k = np.asarray(axis, dtype=np.float64)
+    return np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
+
+
 def axis_angle_to_matrix(axis: Sequence[float], angle: float) -> np.ndarray:
     """Rotation matrix for `angle` (rad) about unit `axis` (Rodrigues' formula)."""
-    k = np.asarray(axis, dtype=np.float64)
-    kx = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
+    kx = skew(axis)
     return np.eye(3) + math.sin(angle) * kx + (1.0 - math.cos(angle)) * (kx @ kx)
 
 
@@ -209,7 +214,8 @@ def quaternion_to_matrix(quat: Sequence[float]) -> np.ndarray:
     ])
 
 
-def _homogeneous(rot: np.ndarray, trans: Sequence[float]) -> np.ndarray:
+def homogeneous(rot: np.ndarray, trans: Sequence[float] = (0.0, 0.0, 0.0)) -> np.ndarray:
+    """4x4 transform of a rotation matrix and a translation."""
     t = np.eye(4)
     t[:3, :3] = rot
     t[:3, 3] = trans
@@ -250,14 +256,14 @@ def forward_kinematics(
         if len(q) != len(names):
             raise ValueError(f'expected {len(names)} joint positions, got {len(q)}')
         q_by_name = dict(zip(names, q.tolist(), strict=True))
-    t = _homogeneous(quaternion_to_matrix(base_orientation), base_position)
+    t = homogeneous(quaternion_to_matrix(base_orientation), base_position)
     for joint in chain:
-        t = t @ _homogeneous(rpy_to_matrix(joint['rpy']), joint['xyz'])
+        t = t @ homogeneous(rpy_to_matrix(joint['rpy']), joint['xyz'])
         jtype = joint['type']
         if jtype in ('revolute', 'continuous'):
             angle = q_by_name.get(joint['joint_name'], 0.0)
-            t = t @ _homogeneous(axis_angle_to_matrix(joint['axis'], angle), (0.0, 0.0, 0.0))
+            t = t @ homogeneous(axis_angle_to_matrix(joint['axis'], angle), (0.0, 0.0, 0.0))
         elif jtype == 'prismatic':
             shift = q_by_name.get(joint['joint_name'], 0.0) * np.asarray(joint['axis'])
-            t = t @ _homogeneous(np.eye(3), shift)
+            t = t @ homogeneous(np.eye(3), shift)
     return t[:3, 3].copy()
