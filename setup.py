@@ -65,6 +65,7 @@ setup(
             'ros-kilted-std-srvs>=5,<6',
             'ros-kilted-lifecycle-msgs>=2,<3',
         ],
+        'ray': ['ray>=2.9,<3'],
         'test': ['pytest>=8,<10', 'ruff>=0.6,<0.18', 'colcon-common-extensions>=0.3,<0.4'],
         'bench': ['sb3-contrib>=2.3,<2.10', 'pybullet-envs-gymnasium>=0.5,<0.7'],
     },

@@ -79,22 +79,45 @@ def _import_ray(local: bool = False) -> Any:
 
 
 def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
-    """Raise ConfigError when a 'HOST:PORT' Ray address has nothing listening.
+    """Raise ConfigError when nothing listens where `ray.init(address)` would connect.
 
-    'auto', '' and 'ray://' client addresses are left to `ray.init`.
+    That is checked for the address as given and as Ray rewrites it ('auto' read from this
+    machine's latest `ray start`; a loopback host replaced by this machine's IP), so a wrong
+    address fails in seconds instead of Ray's minutes of retries. '' and 'ray://' client
+    addresses are left to `ray.init`.
     """
-    if not address or address == 'auto' or '://' in address:
+    if not address or '://' in address:
         return
-    host, sep, port = address.rpartition(':')
-    if not sep or not port.isdigit():
-        raise ConfigError(f"ray_address must be 'auto' or HOST:PORT, got {address!r}")
+    if address != 'auto':
+        host, sep, port = address.rpartition(':')
+        if not sep or not port.isdigit():
+            raise ConfigError(f"ray_address must be 'auto' or HOST:PORT, got {address!r}")
     try:
-        with socket.create_connection((host or '127.0.0.1', int(port)), timeout=timeout):
-            pass
-    except OSError as exc:
-        raise ConfigError(f'cannot reach the Ray cluster at {address}: '
-                          f'{exc.strerror or exc.__class__.__name__} '
-                          "(start it with 'ray start --head' or fix --ray-address)") from None
+        from ray._private.services import canonicalize_bootstrap_address
+
+        target = canonicalize_bootstrap_address(address)
+    except ImportError:  # private Ray API moved: check the address as given
+        target = None if address == 'auto' else address
+    except (ValueError, ConnectionError) as exc:
+        raise ConfigError(f'bad ray_address {address!r}: {exc}') from None
+    if target is None:
+        if address == 'auto':
+            raise ConfigError("ray_address 'auto': no running Ray cluster found on this "
+                              "machine (start one with 'ray start --head')")
+        return
+    for where in dict.fromkeys([address, target]):
+        if where == 'auto':
+            continue
+        host, _, port = where.rpartition(':')
+        try:
+            with socket.create_connection((host.strip('[]') or '127.0.0.1', int(port)),
+                                          timeout=timeout):
+                pass
+        except OSError as exc:
+            via = '' if where == address else f' (Ray connects to {where} for it)'
+            raise ConfigError(f'cannot reach the Ray cluster at {address}{via}: '
+                              f'{exc.strerror or exc.__class__.__name__}; start it with '
+                              "'ray start --head' or fix --ray-address") from None
 
 
 def connect(address: str) -> bool:
@@ -102,7 +125,7 @@ def connect(address: str) -> bool:
     127.0.0.1. Returns True when this call started Ray (the caller shuts it down).
     An already initialized Ray in this process is used as it is."""
     ray = _import_ray(local=not address)
-    check_reachable(address)
+    check_reachable(address)  # needs `ray` imported (for Ray's address rewriting)
     if ray.is_initialized():
         return False
     try:
@@ -112,8 +135,10 @@ def connect(address: str) -> bool:
             ray.init(include_dashboard=False, _node_ip_address='127.0.0.1')
     except (ConnectionError, RuntimeError, ValueError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+        hint = (' (with token authentication on the cluster, set RAY_AUTH_MODE=token and its '
+                'token here)') if address else ''
         raise ConfigError(f'cannot connect to the Ray cluster at {address or "local"}: '
-                          f'{first_line}') from None
+                          f'{first_line}{hint}') from None
     return True
 
 

@@ -1,4 +1,4 @@
-"""Message <-> numpy helpers shared by the nodes: observation layout, QoS, diagnostics.
+"""Message <-> numpy helpers shared by the nodes: observation layout, QoS, diagnostics, markers.
 
 Nothing here imports torch; the inference node's hot path lives in :class:`ObservationLayout`
 (index maps are computed once per model and once per distinct JointState name list).
@@ -9,23 +9,36 @@ from __future__ import annotations
 import array
 import math
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import Point
 from rclpy.qos import (
     DurabilityPolicy,
     HistoryPolicy,
     QoSProfile,
     ReliabilityPolicy,
 )
-from std_msgs.msg import Float64MultiArray, MultiArrayDimension
+from sensor_msgs.msg import JointState
+from std_msgs.msg import ColorRGBA, Float64MultiArray, MultiArrayDimension
+from visualization_msgs.msg import Marker
 
 OK, WARN, ERROR = 0, 1, 2  # DiagnosticStatus levels as ints (the message stores bytes)
 LEVEL_NAMES = {OK: 'OK', WARN: 'WARN', ERROR: 'ERROR'}
 
 GOAL_AXES = ('x', 'y', 'z')
+
+RGBA = tuple[float, float, float, float]
+GOAL_RGBA: RGBA = (0.1, 0.8, 0.1, 0.6)
+"""Goal sphere colour (translucent green)."""
+EE_REACHED_RGBA: RGBA = (0.1, 0.9, 0.1, 1.0)
+"""End-effector sphere colour within the success threshold (green)."""
+EE_AWAY_RGBA: RGBA = (0.9, 0.3, 0.1, 1.0)
+"""End-effector sphere colour outside the success threshold (orange)."""
+EE_DIAMETER = 0.04
+"""End-effector sphere diameter (m)."""
 
 
 class ObservationError(ValueError):
@@ -228,6 +241,16 @@ def diagnostic_array(stamp: Any, statuses: Sequence[DiagnosticStatus]) -> Diagno
     return msg
 
 
+def fill_joint_state(msg: JointState, stamp: Any, positions: np.ndarray,
+                     velocities: np.ndarray, efforts: np.ndarray) -> JointState:
+    """Stamp a (reused) JointState and set its position/velocity/effort lists (float64)."""
+    msg.header.stamp = stamp
+    msg.position = positions.astype(np.float64).tolist()
+    msg.velocity = velocities.astype(np.float64).tolist()
+    msg.effort = efforts.astype(np.float64).tolist()
+    return msg
+
+
 def status_level(status: DiagnosticStatus) -> int:
     """Return the level of a DiagnosticStatus as an int (the field is a bytes of length 1)."""
     level = status.level
@@ -256,6 +279,48 @@ class LatencyWindow:
             return math.nan, math.nan
         p50, p99 = np.percentile(self._buf[:n], [50, 99])
         return float(p50 * 1e3), float(p99 * 1e3)
+
+
+# ----------------------------------------------------------------------------------- markers
+
+def _marker(ns: str, marker_id: int, kind: int, rgba: RGBA, frame_id: str,
+            stamp: Any) -> Marker:
+    marker = Marker(ns=ns, id=marker_id, type=kind, action=Marker.ADD,
+                    color=ColorRGBA(r=rgba[0], g=rgba[1], b=rgba[2], a=rgba[3]))
+    marker.header.frame_id, marker.header.stamp = frame_id, stamp
+    marker.pose.orientation.w = 1.0
+    return marker
+
+
+def sphere_marker(ns: str, marker_id: int, position: Sequence[float], diameter: float,
+                  rgba: RGBA, frame_id: str, stamp: Any) -> Marker:
+    """A SPHERE marker of `diameter` metres centred at `position` [x, y, z] in `frame_id`."""
+    marker = _marker(ns, marker_id, Marker.SPHERE, rgba, frame_id, stamp)
+    marker.pose.position.x, marker.pose.position.y, marker.pose.position.z = (
+        float(v) for v in position)
+    marker.scale.x = marker.scale.y = marker.scale.z = float(diameter)
+    return marker
+
+
+def line_strip_marker(ns: str, marker_id: int, points: Iterable[Sequence[float]],
+                      width: float, rgba: RGBA, frame_id: str, stamp: Any) -> Marker:
+    """A LINE_STRIP marker through `points` ([x, y, z] each), `width` metres wide."""
+    marker = _marker(ns, marker_id, Marker.LINE_STRIP, rgba, frame_id, stamp)
+    marker.scale.x = float(width)
+    marker.points = [Point(x=float(p[0]), y=float(p[1]), z=float(p[2])) for p in points]
+    return marker
+
+
+def reach_markers(goal: np.ndarray, ee: np.ndarray, threshold: float, goal_diameter: float,
+                  frame_id: str, stamp: Any) -> list[Marker]:
+    """Goal sphere ('goal', id 0) and end-effector sphere ('end_effector', id 1).
+
+    The end effector is green within `threshold` metres of the goal, orange otherwise.
+    """
+    close = float(np.linalg.norm(goal - ee)) < threshold
+    return [sphere_marker('goal', 0, goal, goal_diameter, GOAL_RGBA, frame_id, stamp),
+            sphere_marker('end_effector', 1, ee, EE_DIAMETER,
+                          EE_REACHED_RGBA if close else EE_AWAY_RGBA, frame_id, stamp)]
 
 
 def robot_description_in_world(info: dict[str, Any], frame_id: str = 'world') -> str:

@@ -24,9 +24,9 @@ from geometry_msgs.msg import PointStamped
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
-from std_msgs.msg import ColorRGBA, Float64MultiArray, String
+from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
-from visualization_msgs.msg import Marker, MarkerArray
+from visualization_msgs.msg import MarkerArray
 
 import trpo_ros.sim  # noqa: F401 - registers the envs
 from trpo_ros.nodes.conversions import (
@@ -36,7 +36,9 @@ from trpo_ros.nodes.conversions import (
     command_qos,
     diagnostic_array,
     diagnostic_status,
+    fill_joint_state,
     latched_qos,
+    reach_markers,
     robot_description_in_world,
     state_qos,
 )
@@ -220,13 +222,8 @@ class SimNode(Node):
         self._command = None
 
     def _publish_state(self) -> None:
-        positions, velocities, efforts = self.env.unwrapped.joint_state()
-        msg = self._state_msg
-        msg.header.stamp = self.get_clock().now().to_msg()
-        msg.position = positions.astype(np.float64).tolist()
-        msg.velocity = velocities.astype(np.float64).tolist()
-        msg.effort = efforts.astype(np.float64).tolist()
-        self._state_pub.publish(msg)
+        self._state_pub.publish(fill_joint_state(self._state_msg, self.get_clock().now().to_msg(),
+                                                 *self.env.unwrapped.joint_state()))
 
     def _on_goal(self, msg: PointStamped) -> None:
         goal = [msg.point.x, msg.point.y, msg.point.z]
@@ -249,22 +246,9 @@ class SimNode(Node):
             env = self.env.unwrapped
             goal, ee = env.goal, env.ee_position()
         threshold = float(self.info['success_threshold'])
-        close = float(np.linalg.norm(goal - ee)) < threshold
         stamp = self.get_clock().now().to_msg()
-        markers = MarkerArray()
-        for marker_id, (name, xyz, size, color) in enumerate([
-                ('goal', goal, 2 * threshold, ColorRGBA(r=0.1, g=0.8, b=0.1, a=0.6)),
-                ('end_effector', ee, 0.04, ColorRGBA(r=0.1, g=0.9, b=0.1, a=1.0) if close
-                 else ColorRGBA(r=0.9, g=0.3, b=0.1, a=1.0))]):
-            marker = Marker(ns=name, id=marker_id, type=Marker.SPHERE, action=Marker.ADD)
-            marker.header.frame_id, marker.header.stamp = self.frame_id, stamp
-            marker.pose.position.x, marker.pose.position.y, marker.pose.position.z = (
-                float(v) for v in xyz)
-            marker.pose.orientation.w = 1.0
-            marker.scale.x = marker.scale.y = marker.scale.z = float(size)
-            marker.color = color
-            markers.markers.append(marker)
-        self._marker_pub.publish(markers)
+        self._marker_pub.publish(MarkerArray(markers=reach_markers(
+            goal, ee, threshold, 2 * threshold, self.frame_id, stamp)))
 
     def _publish_diag(self) -> None:
         results = self.results

@@ -5,9 +5,10 @@ preview and shutdown. Every iteration publishes each finite scalar metric as
 ``std_msgs/Float64`` on ``/trpo/<name>`` (see :data:`METRIC_TOPICS`) and all of them in one
 ``diagnostic_msgs/DiagnosticArray`` on ``/diagnostics``. For arm envs (those with
 ``spec_info``) one extra in-process env is driven by a copy of the current policy at real time
-and published for rviz2: ``/joint_states``, ``/robot_description`` and ``/trpo/markers``
-(optionally ``/trpo/camera``). When the budget is spent the node saves, exports
-``policy.onnx`` and publishes its path on ``/trpo/policy_path`` (transient local).
+and published for rviz2 (:class:`trpo_ros.nodes.preview.PolicyPreview`): ``/joint_states``,
+``/robot_description`` and ``/trpo/markers`` (optionally ``/trpo/camera``). When the budget is
+spent the node saves, exports ``policy.onnx`` and publishes its path on ``/trpo/policy_path``
+(transient local).
 
 Services: ``~/save_checkpoint``, ``~/export_policy`` (std_srvs/Trigger, the reply message is the
 path) and ``~/pause`` (std_srvs/SetBool). They run between two iterations (a lock the training
@@ -26,20 +27,16 @@ import os
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
-from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import ColorRGBA, Float64, String
+from std_msgs.msg import Float64, String
 from std_srvs.srv import SetBool, Trigger
-from visualization_msgs.msg import Marker, MarkerArray
 
 from trpo_ros.core.config import FIELDS, ConfigError, TRPOConfig, field_docs
 from trpo_ros.core.metrics import METRICS
@@ -51,16 +48,14 @@ from trpo_ros.nodes.conversions import (
     diagnostic_status,
     latched_qos,
     robot_description_in_world,
-    state_qos,
 )
+from trpo_ros.nodes.preview import PolicyPreview
 from trpo_ros.nodes.runner import StopFlag, run_nodes
 
 NODE_NAME = 'train_node'
 STATUS_NAME = 'trpo_ros: training'
 STOP_GRACE = 1.0
 """Seconds after SIGINT/SIGTERM the node waits for a running iteration before it exits."""
-TRAIL_LENGTH = 100
-"""End-effector positions kept in the preview trail (2 s at 50 Hz)."""
 REACH_ENV_ID = 'trpo_ros/Reach-v0'
 
 NODE_PARAMETERS: dict[str, tuple[Any, str]] = {
@@ -83,7 +78,10 @@ NODE_PARAMETERS: dict[str, tuple[Any, str]] = {
 
 
 class _StopFlag(StopFlag):
-    """A StopFlag that remembers when it was set and tells the trainer at once."""
+    """A StopFlag that remembers when it was set and tells the trainer at once.
+
+    The time starts the STOP_GRACE wait; the callback stops the running iteration right away.
+    """
 
     def __init__(self) -> None:
         super().__init__()
@@ -201,7 +199,7 @@ class TrainNode(Node):
         """
         self._closed = True  # until the trainer exists (rclpy may destroy a half-built node)
         self._thread: threading.Thread | None = None
-        self._preview_env = None
+        self._preview: PolicyPreview | None = None
         super().__init__(NODE_NAME, **kwargs)
         self._stop = stop
         for name, (default, text) in NODE_PARAMETERS.items():
@@ -224,8 +222,8 @@ class TrainNode(Node):
         try:
             self._setup(param, preview_rate, camera_rate)
         except BaseException:
-            if self._preview_env is not None:
-                self._preview_env.close()
+            if self._preview is not None:
+                self._preview.close()
             self.trainer.close()
             raise
         self._closed = False
@@ -288,44 +286,18 @@ class TrainNode(Node):
         self.create_service(Trigger, '~/export_policy', self._on_export, callback_group=services)
         self.create_service(SetBool, '~/pause', self._on_pause, callback_group=services)
 
-        self._preview_bundle = self._policy_copy()
-        self._preview_lock = threading.Lock()
-        info = trainer.env_info
+        info, config = trainer.env_info, trainer.config
         if info and preview_rate != 0:
-            self._setup_preview(info, preview_rate, camera_rate)
+            self._preview = PolicyPreview(
+                self, config.env_id, config.env_kwargs, info, self._policy_copy().act,
+                seed=config.seed, rate_hz=preview_rate, camera_rate_hz=camera_rate,
+                frame_id=self.frame_id)
         elif not info:
             self.get_logger().info(f'{trainer.config.env_id} has no spec_info: no preview')
         self.get_logger().info(
             f'{"resuming" if trainer.iteration else "training"} {trainer.config.env_id} in '
             f'{self.run_dir} ({trainer.env_steps}/{trainer.config.total_steps} steps, '
             f'batch {trainer.config.batch_size})')
-
-    def _setup_preview(self, info: dict[str, Any], rate: float, camera_rate: float) -> None:
-        from trpo_ros.core.rollout import make_env
-
-        config = self.trainer.config
-        self._preview_env = make_env(config.env_id, config.env_kwargs,
-                                     render_mode='rgb_array' if camera_rate > 0 else None)
-        self._info = info
-        self._threshold = float(info.get('success_threshold') or 0.0)
-        self._episode = 0
-        self._obs, _ = self._preview_env.reset(seed=config.seed + 20_000)
-        self._trail: deque[np.ndarray] = deque(maxlen=TRAIL_LENGTH)
-        self._state_pub = self.create_publisher(JointState, '/joint_states', state_qos())
-        self._marker_pub = self.create_publisher(MarkerArray, '/trpo/markers', 10)
-        self._description_pub = self.create_publisher(String, '/robot_description',
-                                                      latched_qos())
-        self._description_pub.publish(String(data=robot_description_in_world(info,
-                                                                              self.frame_id)))
-        self._state_msg = JointState(name=list(info['joint_names']))
-        group = MutuallyExclusiveCallbackGroup()  # the preview env is used by one callback
-        rate = rate if rate > 0 else float(info['control_rate_hz'])
-        self.create_timer(1.0 / rate, self._on_preview_tick, callback_group=group)
-        if camera_rate > 0:
-            self._camera_pub = self.create_publisher(Image, '/trpo/camera', 1)
-            self.create_timer(1.0 / camera_rate, self._on_camera_tick, callback_group=group)
-        self.get_logger().info(f'live preview at {rate:g} Hz on /joint_states, /trpo/markers'
-                               + (f', camera at {camera_rate:g} Hz' if camera_rate > 0 else ''))
 
     # ------------------------------------------------------------------------- training
     def start(self) -> None:
@@ -351,7 +323,8 @@ class TrainNode(Node):
                     row = trainer.train_iteration()
                     if trainer.iteration % trainer.config.checkpoint_every == 0:
                         self._saved_iteration = trainer.iteration
-                    self._set_preview_policy(self._policy_copy())
+                    if self._preview is not None:
+                        self._preview.set_policy(self._policy_copy().act)
                 self._publish_metrics(row)
             if trainer.stop_event.is_set():
                 self._state = 'stopped'
@@ -397,10 +370,6 @@ class TrainNode(Node):
             normalizer, actor, scaler = copy.deepcopy((t.normalizer, t.actor, t.scaler))
         return PolicyBundle(t.config, normalizer, actor, scaler, t.env_info, t.iteration,
                             t.env_steps)
-
-    def _set_preview_policy(self, bundle: Any) -> None:
-        with self._preview_lock:
-            self._preview_bundle = bundle
 
     # -------------------------------------------------------------------------- metrics
     def _publish_metrics(self, row: dict[str, float]) -> None:
@@ -489,73 +458,6 @@ class TrainNode(Node):
         self.get_logger().info(response.message)
         return response
 
-    # -------------------------------------------------------------------------- preview
-    def _on_preview_tick(self) -> None:
-        if self._closing.is_set():
-            return
-        with self._preview_lock:
-            bundle = self._preview_bundle
-        env = self._preview_env
-        action = bundle.act(self._obs)
-        self._obs, _, terminated, truncated, _ = env.step(action)
-        if terminated or truncated:
-            self._episode += 1
-            self._obs, _ = env.reset(seed=self.trainer.config.seed + 20_000 + self._episode)
-            self._trail.clear()
-        stamp = self.get_clock().now().to_msg()
-        positions, velocities, efforts = env.unwrapped.joint_state()
-        msg = self._state_msg
-        msg.header.stamp = stamp
-        msg.position = positions.astype(np.float64).tolist()
-        msg.velocity = velocities.astype(np.float64).tolist()
-        msg.effort = efforts.astype(np.float64).tolist()
-        self._state_pub.publish(msg)
-        goal, ee = env.unwrapped.goal, env.unwrapped.ee_position()
-        self._trail.append(ee)
-        self._marker_pub.publish(self._markers(goal, ee, stamp))
-
-    def _markers(self, goal: np.ndarray, ee: np.ndarray, stamp: Any) -> MarkerArray:
-        close = float(np.linalg.norm(goal - ee)) < self._threshold
-        goal_size = 2 * self._threshold if self._threshold > 0 else 0.05
-        markers = MarkerArray()
-        for marker_id, (ns, xyz, size, color) in enumerate([
-                ('goal', goal, goal_size, ColorRGBA(r=0.1, g=0.8, b=0.1, a=0.6)),
-                ('end_effector', ee, 0.04, ColorRGBA(r=0.1, g=0.9, b=0.1, a=1.0) if close
-                 else ColorRGBA(r=0.9, g=0.3, b=0.1, a=1.0))]):
-            marker = self._marker(ns, marker_id, Marker.SPHERE, stamp, color)
-            marker.pose.position.x, marker.pose.position.y, marker.pose.position.z = (
-                float(v) for v in xyz)
-            marker.scale.x = marker.scale.y = marker.scale.z = float(size)
-            markers.markers.append(marker)
-        trail = self._marker('trail', 2, Marker.LINE_STRIP, stamp,
-                             ColorRGBA(r=0.2, g=0.5, b=1.0, a=0.8))
-        trail.scale.x = 0.005
-        from geometry_msgs.msg import Point
-
-        trail.points = [Point(x=float(p[0]), y=float(p[1]), z=float(p[2])) for p in self._trail]
-        markers.markers.append(trail)
-        return markers
-
-    def _marker(self, ns: str, marker_id: int, kind: int, stamp: Any,
-                color: ColorRGBA) -> Marker:
-        marker = Marker(ns=ns, id=marker_id, type=kind, action=Marker.ADD, color=color)
-        marker.header.frame_id, marker.header.stamp = self.frame_id, stamp
-        marker.pose.orientation.w = 1.0
-        return marker
-
-    def _on_camera_tick(self) -> None:
-        if self._closing.is_set():
-            return
-        frame = self._preview_env.render()
-        if frame is None:
-            return
-        msg = Image(height=int(frame.shape[0]), width=int(frame.shape[1]), encoding='rgb8',
-                    is_bigendian=0, step=int(frame.shape[1]) * 3)
-        msg.header.stamp = self.get_clock().now().to_msg()
-        msg.header.frame_id = 'trpo_camera'
-        msg.data = np.ascontiguousarray(frame, np.uint8).tobytes()
-        self._camera_pub.publish(msg)
-
     # ------------------------------------------------------------------------- shutdown
     def stop_training(self, timeout: float | None = None) -> bool:
         """Ask the trainer to stop after this iteration; True if the thread ended in time.
@@ -566,6 +468,8 @@ class TrainNode(Node):
             since = getattr(self._stop, 'time', None) or time.monotonic()
             timeout = max(0.0, since + STOP_GRACE - time.monotonic())
         self._closing.set()
+        if self._preview is not None:
+            self._preview.stop()
         self.trainer.stop_event.set()
         self.trainer.pause_event.clear()
         if self._thread is not None:
@@ -577,8 +481,8 @@ class TrainNode(Node):
         if not self._closed:
             self._closed = True
             finished = self.stop_training()
-            if self._preview_env is not None:
-                self._preview_env.close()
+            if self._preview is not None:
+                self._preview.close()
             if finished:  # else the thread still uses them; the process exits anyway
                 self.trainer.close()
             else:
