@@ -100,12 +100,12 @@ def test_signal_during_update(sig: int, probe, node_process, tmp_path: Path) -> 
 
     run_dir = tmp_path / 'run'
     iterations = probe.listen(Float64, '/trpo/iteration')
-    proc = node_process('trpo_ros.nodes.train_node', **{**FAST, 'n_steps': 4096},
+    proc = node_process('trpo_ros.nodes.train_node', **{**FAST, 'n_steps': 12000},
                         total_steps=10**6, run_dir=run_dir, preview_rate_hz=0.0)
     probe.wait_for(lambda: iterations, timeout=90)
     reply = probe.call(Trigger, '/train_node/save_checkpoint', Trigger.Request(), timeout=20)
     assert reply.success, reply.message
-    time.sleep(0.5)  # well inside the next iteration (4096 steps take a few seconds)
+    time.sleep(0.5)  # well inside the next iteration (12000 steps take several seconds)
     done = len(iterations)
     code, seconds = proc.stop(sig)
     assert code == 0, proc.log()
@@ -115,7 +115,7 @@ def test_signal_during_update(sig: int, probe, node_process, tmp_path: Path) -> 
     trainer = Trainer(load_config(total_steps=10**6), run_dir, resume=True, tensorboard=False)
     try:
         assert trainer.iteration >= 1
-        assert trainer.config.n_steps == 4096
+        assert trainer.config.n_steps == 12000
     finally:
         trainer.close()
 
