@@ -133,7 +133,7 @@ def test_killed_worker_is_restarted_and_its_share_collected_again():
     collector = RayCollector(config, seed=5)
     generator = torch.Generator().manual_seed(0)
     victim = collector.workers[0]
-    n_steps = 1500  # about 1-2 s of collection per worker here
+    n_steps = 8000  # a few seconds of collection per worker here
     try:
         killer = threading.Timer(0.5, lambda: ray.kill(victim, no_restart=True))
         killer.start()

@@ -34,6 +34,7 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -273,8 +274,10 @@ class RayCollector:
         self.workers[k] = self._start(k)
 
     def collect(self, n_steps: int, normalizer: ObsNormalizer, actor: GaussianActor,
-                scaler: ActionScaler, generator: torch.Generator) -> Batch:
-        """Run `n_steps` steps in every env of every worker (one remote call per worker)."""
+                scaler: ActionScaler, generator: torch.Generator,
+                cancel: Callable[[], bool] | None = None) -> Batch:
+        """Run `n_steps` steps in every env of every worker (one remote call per worker).
+        `cancel` is accepted for interface parity; the learner only waits (GIL released)."""
         ray = self.ray
         payload = ray.put(make_payload(normalizer, actor, scaler, generator))
         pending = {self.workers[k].collect.remote(payload, n_steps, k == 0): k

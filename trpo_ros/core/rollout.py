@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -134,6 +135,10 @@ class RolloutPolicy:
         return u, self.to_env(u)
 
 
+class CollectionCancelled(Exception):
+    """A rollout was cancelled mid-batch (the trainer is stopping); the batch is discarded."""
+
+
 def make_collector(config: TRPOConfig, seed: int) -> RolloutCollector:
     """The rollout backend of the config: local vector env, or Ray actors."""
     if config.rollout_backend == 'ray':
@@ -158,8 +163,10 @@ class RolloutCollector:
 
     @torch.no_grad()
     def collect(self, n_steps: int, normalizer: ObsNormalizer, actor: GaussianActor,
-                scaler: ActionScaler, generator: torch.Generator) -> Batch:
-        """Run `n_steps` steps in every env."""
+                scaler: ActionScaler, generator: torch.Generator,
+                cancel: Callable[[], bool] | None = None) -> Batch:
+        """Run `n_steps` steps in every env; raise `CollectionCancelled` as soon as `cancel()`
+        is true (a shutdown must not wait for the rest of a long batch)."""
         n_envs, obs_dim = self.obs.shape
         act_dim = actor.log_std.numel()
         obs_buf = np.zeros((n_steps, n_envs, obs_dim), np.float32)
@@ -173,6 +180,8 @@ class RolloutCollector:
         # One draw from the trainer's generator seeds this batch's noise: reproducible runs.
         rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=generator)))
         for t in range(n_steps):
+            if cancel is not None and cancel():
+                raise CollectionCancelled(f'rollout cancelled after {t} of {n_steps} steps')
             obs_buf[t] = self.obs
             act_buf[t], env_action = policy.sample(self.obs, rng)
             next_obs, reward, terminated, truncated, info = self.envs.step(env_action)

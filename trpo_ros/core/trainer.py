@@ -29,6 +29,7 @@ from trpo_ros.core.metrics import METRICS, MetricsLog, plot_learning_curve
 from trpo_ros.core.networks import Critic
 from trpo_ros.core.rollout import (
     Batch,
+    CollectionCancelled,
     RewardScaler,
     env_info,
     evaluate,
@@ -120,7 +121,10 @@ class Trainer:
                 if self.pause_event.is_set():
                     time.sleep(0.05)
                     continue
-                row = self.train_iteration()
+                try:
+                    row = self.train_iteration()
+                except CollectionCancelled:
+                    break
                 if callback is not None:
                     callback(self, row)
                 if bar is not None:
@@ -138,7 +142,7 @@ class Trainer:
         started = time.perf_counter()
         config = self.config
         batch = self.collector.collect(config.n_steps, self.normalizer, self.actor, self.scaler,
-                                       self.generator)
+                                       self.generator, cancel=self.stop_event.is_set)
         self.env_steps += batch.size
         self.iteration += 1
         row = self._episode_metrics(batch)

@@ -9,7 +9,7 @@ from typing import Any
 
 import rclpy
 from rclpy.context import Context
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.signals import SignalHandlerOptions
 
@@ -24,7 +24,7 @@ def deploy_sim(model_path: str | Path, episodes: int = 10, *, env: str | None = 
                stop: StopFlag | None = None) -> dict[str, Any]:
     """Serve `model_path` to a simulated robot over ROS 2 for `episodes` episodes.
 
-    Both nodes run in this process under a MultiThreadedExecutor, talking over DDS like two
+    Both nodes run in this process under one executor, talking over DDS like two
     processes would; the sim advances one step per command (lockstep), so the result does not
     depend on machine speed. Episode k starts from seed + k (as offline evaluation does).
 
@@ -64,7 +64,8 @@ def deploy_sim(model_path: str | Path, episodes: int = 10, *, env: str | None = 
         nodes.append(inference)
         if inference.model_error:
             raise RuntimeError(f'inference_node cannot serve: {inference.model_error}')
-        executor = MultiThreadedExecutor(num_threads=4, context=context)
+        # One thread: every callback is short; more threads only add wake-up stalls.
+        executor = SingleThreadedExecutor(context=context)
         for node in nodes:
             executor.add_node(node)
         start = time.perf_counter()

@@ -416,7 +416,9 @@ class InferenceNode(LifecycleNode):
 
 def main(args: Sequence[str] | None = None) -> int:
     """Entry point: `inference_node --ros-args -p model_path:=policy.onnx`."""
-    return run_nodes(lambda context: InferenceNode(context=context), args=args)
+    # One thread: callbacks never overlap, so states are answered in order and a hot reload
+    # lands between two control steps (it pauses commands for the few ms the load takes).
+    return run_nodes(lambda context: InferenceNode(context=context), args=args, num_threads=1)
 
 
 if __name__ == '__main__':

@@ -40,6 +40,7 @@ from std_srvs.srv import SetBool, Trigger
 
 from trpo_ros.core.config import FIELDS, ConfigError, TRPOConfig, field_docs
 from trpo_ros.core.metrics import METRICS
+from trpo_ros.core.rollout import CollectionCancelled
 from trpo_ros.nodes.conversions import (
     ERROR,
     OK,
@@ -54,7 +55,7 @@ from trpo_ros.nodes.runner import StopFlag, run_nodes
 
 NODE_NAME = 'train_node'
 STATUS_NAME = 'trpo_ros: training'
-STOP_GRACE = 1.0
+STOP_GRACE = 0.5
 """Seconds after SIGINT/SIGTERM the node waits for a running iteration before it exits."""
 REACH_ENV_ID = 'trpo_ros/Reach-v0'
 
@@ -320,7 +321,10 @@ class TrainNode(Node):
                     time.sleep(0.02)  # paused, or a service call goes first
                     continue
                 with self._lock:
-                    row = trainer.train_iteration()
+                    try:
+                        row = trainer.train_iteration()
+                    except CollectionCancelled:  # stopping: the partial batch is dropped
+                        break
                     if trainer.iteration % trainer.config.checkpoint_every == 0:
                         self._saved_iteration = trainer.iteration
                     if self._preview is not None:
@@ -531,6 +535,9 @@ def main(args: Sequence[str] | None = None) -> int:
     import rclpy.logging
     from rclpy._rclpy_pybind11 import RCLError
 
+    # The training thread runs Python (and C calls that keep the GIL) nearly all the time;
+    # shorter GIL turns keep signal handling and the executor responsive (exit within 2 s).
+    sys.setswitchinterval(0.0005)
     stop = _StopFlag()
     made: list[TrainNode] = []
 
