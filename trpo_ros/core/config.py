@@ -61,8 +61,8 @@ class TRPOConfig:
     """'fixed' keeps delta constant; 'adaptive' adapts it from actual vs predicted gain."""
     delta_min: float = 1e-4
     """Floor of the adaptive trust region."""
-    delta_max: float = 0.05
-    """Ceiling of the adaptive trust region."""
+    delta_max: float = 0.02
+    """Ceiling of the adaptive trust region (conservative: twice the initial delta)."""
     delta_shrink: float = 0.5
     """Factor applied to delta when it shrinks."""
     delta_expand: float = 1.5
