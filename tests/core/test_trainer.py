@@ -121,3 +121,25 @@ def test_pendulum_learns_within_100k_steps(tmp_path):
     result = trainer.evaluate(10)
     trainer.close()
     assert result['return_mean'] >= -300, result
+
+
+def test_regression_guard_restores_previous_policy_and_shrinks_delta(tmp_path):
+    from torch.nn.utils import parameters_to_vector
+
+    config = TRPOConfig(**{**SMALL, 'rollback_on_regression': True, 'regression_tolerance': 0.2,
+                           'total_steps': 512})
+    trainer = Trainer(config, tmp_path / 'run', tensorboard=False)
+    trainer.train()  # two iterations: previous_policy holds theta before the last step
+    before_step = trainer.previous_policy.clone()
+    delta = trainer.trust_region.delta
+    # A fall within the tolerance (20 % of |return|) keeps the policy.
+    trainer.last_return = -1000.0
+    assert not trainer._regression_guard(-1150.0)
+    assert trainer.previous_policy is not None
+    # A batch far below the last one: theta_old comes back, delta shrinks, no policy step.
+    trainer.last_return = 1e9
+    row = trainer.train_iteration()
+    trainer.close()
+    assert row['train/rolled_back'] == 1.0 and row['train/step_accepted'] == 0.0
+    assert torch.equal(parameters_to_vector(trainer.actor.parameters()), before_step)
+    assert row['train/delta_next'] == max(config.delta_min, delta * config.delta_shrink)
