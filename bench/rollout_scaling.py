@@ -87,9 +87,9 @@ def learner_seconds_per_sample(env_id: str, n_steps: int) -> float:
         trainer = Trainer(config, run_dir, tensorboard=False)
         collect, spent = trainer.collector.collect, []
 
-        def timed_collect(*args: object) -> object:
+        def timed_collect(*args: object, **kwargs: object) -> object:
             start = time.perf_counter()
-            batch = collect(*args)
+            batch = collect(*args, **kwargs)
             spent.append(time.perf_counter() - start)
             return batch
 

@@ -64,7 +64,8 @@ def echo_main(args: list[str]) -> int:
                 float64_array(out, msg=self._msg)
             self._pub.publish(self._msg)
 
-    return run_nodes(lambda context: EchoNode(context=context), args=args)
+    # The same executor as inference_node (single-threaded).
+    return run_nodes(lambda context: EchoNode(context=context), args=args, num_threads=1)
 
 
 def write_mlp_policy(path: Path) -> Path:
