@@ -5,9 +5,8 @@
 
 Same run, same machine: the anchor is `trpo_ros/KukaReach-v0` stepped in this process with
 random actions; the target is `trpo_ros/RosReach-v0` stepped against sim_node in lockstep in
-another process (one PyBullet step per command, the state published right after). sim_node is
-run twice: as shipped (`run_nodes` default = MultiThreadedExecutor) and with a
-SingleThreadedExecutor (`run_nodes(num_threads=1)`), to show where round-trip time goes.
+another process (one PyBullet step per command, the state published right after), as shipped
+(single-threaded executor).
 Prints steps/s, per-step p50/p99 (ms) and the ratio ROS / in-process, with date and machine.
 """
 
@@ -84,7 +83,7 @@ def main() -> int:
     local = gym.make('trpo_ros/KukaReach-v0')
     results = {'in_process': summary(time_steps(local, args.steps, 0))}
     local.close()
-    for label, threads in (('ros_lockstep_sim_mt', 0), ('ros_lockstep_sim_st', 1)):
+    for label, threads in (('ros_lockstep', 1),):
         sim = subprocess.Popen([sys.executable, __file__, '--serve-sim', str(threads)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         env = gym.make('trpo_ros/RosReach-v0', state_timeout=2.0)
@@ -97,7 +96,7 @@ def main() -> int:
             sim.terminate()
             sim.wait(timeout=10)
     base = results['in_process']['steps_per_s']
-    for label in ('ros_lockstep_sim_mt', 'ros_lockstep_sim_st'):
+    for label in ('ros_lockstep',):
         results[label]['ratio_to_in_process'] = round(results[label]['steps_per_s'] / base, 4)
     print(json.dumps({
         'date': datetime.datetime.now().isoformat(timespec='seconds'),
