@@ -97,35 +97,31 @@ def plot_learning_curve(rows: list[dict[str, float]], path: Path, title: str) ->
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
-    steps = [r['env_steps'] for r in rows]
     has_success = any(math.isfinite(r['rollout/success_rate']) for r in rows)
     fig, axes = plt.subplots(1, 2 if has_success else 1, figsize=(10 if has_success else 6, 4),
                              squeeze=False)
-    ax = axes[0][0]
-    ax.plot(steps, [r['rollout/ep_return_mean'] for r in rows], label='training episodes')
-    evals = [(r['env_steps'], r['eval/return_mean']) for r in rows
-             if math.isfinite(r['eval/return_mean'])]
-    if evals:
-        ax.plot(*zip(*evals), 'o-', label='deterministic evaluation')
-    ax.set_xlabel('environment steps')
-    ax.set_ylabel('episode return')
-    ax.grid(alpha=0.3)
-    ax.legend()
+    _panel(axes[0][0], rows, 'return_mean', 'ep_return_mean', 'episode return')
     if has_success:
-        ax = axes[0][1]
-        ax.plot(steps, [r['rollout/success_rate'] for r in rows], label='training episodes')
-        evals = [(r['env_steps'], r['eval/success_rate']) for r in rows
-                 if math.isfinite(r['eval/success_rate'])]
-        if evals:
-            ax.plot(*zip(*evals), 'o-', label='deterministic evaluation')
-        ax.set_xlabel('environment steps')
-        ax.set_ylabel('success rate')
-        ax.set_ylim(-0.05, 1.05)
-        ax.grid(alpha=0.3)
-        ax.legend()
+        _panel(axes[0][1], rows, 'success_rate', 'success_rate', 'success rate')
+        axes[0][1].set_ylim(-0.05, 1.05)
     fig.suptitle(title)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format='png', dpi=90)
     plt.close(fig)
     atomic_write_bytes(path, buffer.getvalue())
+
+
+def _panel(ax, rows: list[dict[str, float]], eval_key: str, rollout_key: str,  # noqa: ANN001
+           ylabel: str) -> None:
+    """Training-episode curve plus the deterministic evaluations of one quantity."""
+    ax.plot([r['env_steps'] for r in rows], [r[f'rollout/{rollout_key}'] for r in rows],
+            label='training episodes')
+    evals = [(r['env_steps'], r[f'eval/{eval_key}']) for r in rows
+             if math.isfinite(r[f'eval/{eval_key}'])]
+    if evals:
+        ax.plot(*zip(*evals), 'o-', label='deterministic evaluation')
+    ax.set_xlabel('environment steps')
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend()
