@@ -1,4 +1,5 @@
-"""Steps/s of each trpo_ros.sim env in one process, and the share of time in p.stepSimulation.
+"""
+Steps/s of each trpo_ros.sim env in one process, and the share of time in p.stepSimulation.
 
 Usage: .venv/bin/python bench/env_speed.py [--steps 5000]
 
@@ -20,7 +21,6 @@ import time
 import gymnasium as gym
 import numpy as np
 import pybullet as p
-
 import trpo_ros.sim
 
 

@@ -1,4 +1,5 @@
-"""Per-call latency of trpo_ros.runtime.Policy.act (batch 1) against torch eager.
+"""
+Per-call latency of trpo_ros.runtime.Policy.act (batch 1) against torch eager.
 
 Both sides run the same modules in the same process: a PolicyBundle with the default 64x64
 actor on the KUKA reach layout (20 env observations, 7 joints), random weights and a
@@ -25,10 +26,9 @@ import timeit
 
 import numpy as np
 import torch
-
-from trpo_ros.core.checkpoint import PolicyBundle, build_modules
+from trpo_ros.core.checkpoint import build_modules, PolicyBundle
 from trpo_ros.core.config import TRPOConfig
-from trpo_ros.export import PolicyGraph, env_obs_to_input, export_onnx
+from trpo_ros.export import env_obs_to_input, export_onnx, PolicyGraph
 from trpo_ros.runtime import Policy
 
 KUKA_OBS, KUKA_ACT = 20, 7
@@ -37,7 +37,6 @@ KUKA_OBS, KUKA_ACT = 20, 7
 def kuka_info() -> dict:
     try:
         import gymnasium
-
         import trpo_ros.sim  # noqa: F401
 
         env = gymnasium.make('trpo_ros/KukaReach-v0').unwrapped

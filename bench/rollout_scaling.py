@@ -1,4 +1,5 @@
-"""Rollout collection steps/s: local backend (1, 2 envs) vs Ray backend (1, 2 workers).
+"""
+Rollout collection steps/s: local backend (1, 2 envs) vs Ray backend (1, 2 workers).
 
 Usage: .venv/bin/python bench/rollout_scaling.py [--env trpo_ros/KukaReach-v0]
        [--n-steps 1024] [--rounds 5] [--ray-temp-dir DIR]
@@ -34,7 +35,6 @@ for _key, _value in LOCAL_RAY_ENV.items():  # before the first `import ray`: sta
 
 import ray  # noqa: E402
 import torch  # noqa: E402
-
 from trpo_ros.core.checkpoint import build_modules  # noqa: E402
 from trpo_ros.core.config import TRPOConfig  # noqa: E402
 from trpo_ros.core.ray_rollout import make_payload  # noqa: E402
@@ -45,7 +45,7 @@ TICKS = os.sysconf('SC_CLK_TCK')
 
 
 def process_table() -> dict[int, tuple[int, float]]:
-    """pid -> (parent pid, CPU seconds user+system) of every process we can read."""
+    """Pid -> (parent pid, CPU seconds user+system) of every process we can read."""
     table = {}
     for entry in os.listdir('/proc'):
         if not entry.isdigit():
@@ -146,7 +146,7 @@ def main() -> None:
                                                        else set())
                for name in collectors}
     times: dict[str, list[float]] = {name: [] for name in collectors}
-    cpu = {name: 0.0 for name in collectors}
+    cpu = dict.fromkeys(collectors, 0.0)
     for _ in range(args.rounds):
         for name, collector in collectors.items():
             before = process_table()

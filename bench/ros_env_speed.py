@@ -1,4 +1,5 @@
-"""Steps/s of RosReachEnv (lockstep over ROS 2 against sim_node) vs the in-process PyBullet env.
+"""
+Steps/s of RosReachEnv (lockstep over ROS 2 against sim_node) vs the in-process PyBullet env.
 
     .venv/bin/python bench/ros_env_speed.py               # 2000 steps each
     .venv/bin/python bench/ros_env_speed.py --steps 500
@@ -77,7 +78,6 @@ def main() -> int:
         return serve_sim(args.serve_sim)
 
     import gymnasium as gym
-
     import trpo_ros.nodes.ros_env  # noqa: F401 - registers trpo_ros/RosReach-v0
 
     local = gym.make('trpo_ros/KukaReach-v0')

@@ -1,4 +1,5 @@
-"""State -> command round trip through inference_node vs a bare echo node, plus a 500 Hz soak.
+"""
+State -> command round trip through inference_node vs a bare echo node, plus a 500 Hz soak.
 
     .venv/bin/python bench/ros_latency.py                    # 60 s soak
     .venv/bin/python bench/ros_latency.py --soak-seconds 10  # short version
@@ -22,12 +23,12 @@ os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'  # only loopback here,
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+from pathlib import Path  # noqa: E402
 import signal  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -41,7 +42,6 @@ def echo_main(args: list[str]) -> int:
     from rclpy.node import Node
     from sensor_msgs.msg import JointState
     from std_msgs.msg import Float64MultiArray
-
     from trpo_ros.nodes.conversions import as_array, command_qos, float64_array, state_qos
     from trpo_ros.nodes.runner import run_nodes
 
@@ -71,7 +71,7 @@ def echo_main(args: list[str]) -> int:
 def write_mlp_policy(path: Path) -> Path:
     """A random 20 -> 64 -> 64 -> 7 tanh MLP for the KUKA joints in the trpo_ros format."""
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper, TensorProto
 
     inputs = ([f'joint_pos/{j}' for j in KUKA_JOINTS] + [f'joint_vel/{j}' for j in KUKA_JOINTS]
               + ['goal/x', 'goal/y', 'goal/z'])
@@ -120,7 +120,8 @@ def rss_kb(pid: int) -> int:
 # --------------------------------------------------------------------------------- the prober
 
 class Prober:
-    """Publishes JointStates to each target and timestamps the commands coming back.
+    """
+    Publishes JointStates to each target and timestamps the commands coming back.
 
     Everything runs in the calling thread (a SingleThreadedExecutor spun between publishes),
     so no thread hand-off adds to the measured round trip.
@@ -133,7 +134,6 @@ class Prober:
         from rclpy.signals import SignalHandlerOptions
         from sensor_msgs.msg import JointState
         from std_msgs.msg import Float64MultiArray
-
         from trpo_ros.nodes.conversions import command_qos, state_qos
 
         self.context = Context()

@@ -1,4 +1,5 @@
-"""Training speed and final deterministic return: trpo_ros TRPO vs sb3-contrib TRPO.
+"""
+Training speed and final deterministic return: trpo_ros TRPO vs sb3-contrib TRPO.
 
 Usage:
     .venv/bin/python bench/train_vs_sb3.py [--steps 100000] [--seeds 0 1 2] [--n-steps 1024]
@@ -43,13 +44,13 @@ import argparse
 import datetime
 import json
 import os
+from pathlib import Path
 import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 MATCHED = {
@@ -74,7 +75,6 @@ MATCHED = {
 def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
     """Train trpo_ros's Trainer; returns timing and evaluation."""
     import torch
-
     from trpo_ros.core.config import TRPOConfig
     from trpo_ros.core.trainer import Trainer
 
@@ -111,11 +111,10 @@ def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
 def run_sb3(spec: dict[str, Any]) -> dict[str, Any]:
     """Train sb3-contrib TRPO with the matched settings; returns timing and evaluation."""
     import numpy as np
-    import torch
     from sb3_contrib import TRPO
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import VecNormalize
-
+    import torch
     from trpo_ros.core.rollout import evaluate, make_env
 
     torch.set_num_threads(1)

@@ -1,7 +1,8 @@
-"""Serve an exported policy: inference_node, plus the PyBullet sim_node with `sim:=true`.
+"""
+Serve an exported policy: inference_node, plus the PyBullet sim_node with `sim:=true`.
 
-    ros2 launch trpo_ros deploy.launch.py model:=/path/policy.onnx
-    ros2 launch trpo_ros deploy.launch.py model:=/path/policy.onnx sim:=true
+ros2 launch trpo_ros deploy.launch.py model:=/path/policy.onnx
+ros2 launch trpo_ros deploy.launch.py model:=/path/policy.onnx sim:=true
 """
 
 import os

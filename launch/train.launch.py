@@ -1,4 +1,5 @@
-"""Train a policy with TRPO as a ROS 2 node; `rviz:=true` adds the live preview in rviz2.
+"""
+Train a policy with TRPO as a ROS 2 node; `rviz:=true` adds the live preview in rviz2.
 
     ros2 launch trpo_ros train.launch.py total_steps:=200000 run_dir:=runs/kuka
     ros2 launch trpo_ros train.launch.py resume:=runs/kuka total_steps:=400000 rviz:=true

@@ -1,4 +1,5 @@
-"""Static checks of ROS 2 Python launch files (the `launch` library cannot be installed here).
+"""
+Static checks of ROS 2 Python launch files (the `launch` library cannot be installed here).
 
 A launch file is parsed with `ast`; values are resolved symbolically: string constants, names
 assigned in the file, ``os.path.join``, ``get_package_share_directory('pkg')`` /
@@ -144,7 +145,7 @@ class LaunchFile:
 
 
 def console_scripts(setup_py: str | Path) -> dict[str, str]:
-    """name -> 'module:function' of the console_scripts entry points in a setup.py."""
+    """Name -> 'module:function' of the console_scripts entry points in a setup.py."""
     tree = ast.parse(Path(setup_py).read_text())
     for call in ast.walk(tree):
         if isinstance(call, ast.Call) and _call_name(call) == 'setup':

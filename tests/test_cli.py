@@ -4,7 +4,6 @@ import subprocess
 import sys
 
 import pytest
-
 from trpo_ros.cli import build_parser
 from trpo_ros.core.config import FIELDS
 

@@ -1,5 +1,7 @@
-"""trpo_ros.export: one ONNX graph (FK, normalizer, actor, scaling, delta -> absolute), parity
-with the torch reference, metadata, and atomic verified writes."""
+"""
+trpo_ros.export: one ONNX graph (FK, normalizer, actor, scaling, delta -> absolute), parity
+with the torch reference, metadata, and atomic verified writes.
+"""
 
 import json
 from pathlib import Path
@@ -8,11 +10,10 @@ import numpy as np
 import onnx
 import pytest
 import torch
-
 from trpo_ros import export
-from trpo_ros.core.checkpoint import PolicyBundle, build_modules, save_checkpoint
+from trpo_ros.core.checkpoint import build_modules, PolicyBundle, save_checkpoint
 from trpo_ros.core.config import TRPOConfig
-from trpo_ros.export import ExportError, export_onnx, reference_action
+from trpo_ros.export import export_onnx, ExportError, reference_action
 from trpo_ros.runtime import Policy
 
 pytestmark = pytest.mark.unit

@@ -1,7 +1,6 @@
 """Fixed-seed learning checks (scaled down from the README numbers to fit CI)."""
 
 import pytest
-
 from trpo_ros.core.config import TRPOConfig
 from trpo_ros.core.trainer import Trainer
 

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
+from launch_check import console_scripts, LaunchFile, split_share, yaml_parameter_keys
 import pytest
-from launch_check import LaunchFile, console_scripts, split_share, yaml_parameter_keys
 
 pytestmark = pytest.mark.integration
 
@@ -113,10 +113,9 @@ def declared(tmp_path: Path) -> dict[str, set[str]]:
     from rclpy.context import Context
     from rclpy.parameter import Parameter
     from rclpy.signals import SignalHandlerOptions
-
     from trpo_ros.nodes.inference_node import InferenceNode
     from trpo_ros.nodes.sim_node import SimNode
-    from trpo_ros.nodes.train_node import TrainNode, declared_parameters
+    from trpo_ros.nodes.train_node import declared_parameters, TrainNode
 
     context = Context()
     rclpy.init(args=[], context=context, signal_handler_options=SignalHandlerOptions.NO)

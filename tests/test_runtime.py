@@ -1,12 +1,11 @@
 """trpo_ros.runtime: loading/validating exported policies and acting (numpy + onnxruntime)."""
 
+from pathlib import Path
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-
 from trpo_ros.runtime import Policy, PolicyError
 
 pytestmark = pytest.mark.unit
@@ -14,8 +13,7 @@ pytestmark = pytest.mark.unit
 
 def _pendulum_bundle():
     import torch
-
-    from trpo_ros.core.checkpoint import PolicyBundle, build_modules
+    from trpo_ros.core.checkpoint import build_modules, PolicyBundle
     from trpo_ros.core.config import TRPOConfig
 
     torch.manual_seed(1)

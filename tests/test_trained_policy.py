@@ -6,7 +6,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from trpo_ros.core.checkpoint import load_policy
 from trpo_ros.core.config import TRPOConfig
 from trpo_ros.core.rollout import make_env

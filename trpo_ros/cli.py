@@ -1,4 +1,5 @@
-"""`trpo-ros`: train, eval, export, serve, sim, deploy-sim, demo.
+"""
+`trpo-ros`: train, eval, export, serve, sim, deploy-sim, demo.
 
 User errors (bad config, unknown env, not a run directory, a bad model file) print one line,
 `trpo-ros: error: ...`, and exit with code 2; nothing is overwritten.
@@ -7,13 +8,13 @@ User errors (bad config, unknown env, not a run directory, a bad model file) pri
 from __future__ import annotations
 
 import argparse
-import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
+import sys
+import time
 from typing import Any
 
-from trpo_ros.core.config import FIELDS, TRPOConfig, field_docs
+from trpo_ros.core.config import field_docs, FIELDS, TRPOConfig
 
 EXIT_USAGE = 2
 
@@ -195,8 +196,10 @@ def _saved_config(run_dir: Path) -> TRPOConfig:
 
 
 def _ros_args_from_train(args: argparse.Namespace) -> list[str]:
-    """Translate train options into --ros-args parameters for train_node (which exits when
-    training is done, like the plain `trpo-ros train`)."""
+    """
+    Translate train options into --ros-args parameters for train_node (which exits when
+    training is done, like the plain `trpo-ros train`).
+    """
     params = [f'{n}:={_ros_value(n, getattr(args, n))}' for n in FIELDS
               if getattr(args, n) is not None]
     params.append('exit_when_done:=true')

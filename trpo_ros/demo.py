@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import shutil
 import time
-from pathlib import Path
 
 from trpo_ros.core.config import TRPOConfig
 

@@ -1,4 +1,5 @@
-"""Export a trained policy to ONE ONNX graph the robot can run with onnxruntime alone.
+"""
+Export a trained policy to ONE ONNX graph the robot can run with onnxruntime alone.
 
 The graph, input ``obs`` float32 [batch, len(input_names)] -> output ``action`` float32
 [batch, len(joint_names)]::
@@ -28,26 +29,25 @@ few far outside it, in batches of 1 and 64. A failure leaves any existing file u
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping, Sequence
 import contextlib
 import json
 import logging
 import math
 import os
-import time
-from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+import time
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-
 import trpo_ros
 from trpo_ros.core.checkpoint import (
-    CheckpointError,
-    PolicyBundle,
     atomic_write_bytes,
+    CheckpointError,
     load_policy,
+    PolicyBundle,
 )
 from trpo_ros.sim.kinematics import (
     forward_kinematics,
@@ -163,7 +163,8 @@ def action_bounds(bundle: PolicyBundle) -> tuple[np.ndarray, np.ndarray]:
 
 
 def reference_action(bundle: PolicyBundle, env_obs: np.ndarray) -> np.ndarray:
-    """THE deterministic action in command units for env observation(s) (float32).
+    """
+    THE deterministic action in command units for env observation(s) (float32).
 
     `bundle.act` (normalizer -> actor mean -> scaler); for position_delta envs the delta is
     added to the current joint positions and clipped to the joint limits, which is what the
@@ -188,7 +189,8 @@ def _block(rot: np.ndarray) -> np.ndarray:
 
 
 class ForwardKinematics(nn.Module):
-    """World position of the end-effector frame from joint positions, in float64.
+    """
+    World position of the end-effector frame from joint positions, in float64.
 
     Same transform chain as `trpo_ros.sim.kinematics.forward_kinematics`
     (``T_base @ T_origin_1 @ T_motion_1(q_1) @ ...``), laid out for a small ONNX graph (each
@@ -416,7 +418,8 @@ def build_onnx(bundle: PolicyBundle) -> bytes:
 
 
 def verification_inputs(bundle: PolicyBundle, n: int = 300, seed: int = 0) -> np.ndarray:
-    """ONNX inputs for the parity check: mostly mean +- 3 std of the normalizer, some far out.
+    """
+    ONNX inputs for the parity check: mostly mean +- 3 std of the normalizer, some far out.
 
     About 90% are drawn around the training distribution (normal, 3 std), the rest are
     outside it by 10 to 1000 std (they must still give bounded actions).
@@ -437,15 +440,16 @@ def verification_inputs(bundle: PolicyBundle, n: int = 300, seed: int = 0) -> np
 
 def verify(bundle: PolicyBundle, onnx_path: str | Path, n: int = 300,
            tolerance: float | None = None) -> float:
-    """Check an exported file: onnx.checker, metadata via the runtime, parity with torch.
+    """
+    Check an exported file: onnx.checker, metadata via the runtime, parity with torch.
 
     Returns the max abs difference to :func:`reference_action` over batch-1 and batch-64 runs.
 
     Raises:
         ExportError: the check fails (the message says which check and by how much).
+
     """
     import onnx
-
     from trpo_ros.runtime import Policy, PolicyError
 
     tolerance = TOLERANCE if tolerance is None else tolerance
@@ -480,13 +484,15 @@ def verify(bundle: PolicyBundle, onnx_path: str | Path, n: int = 300,
 
 def export_onnx(run_dir_or_checkpoint: str | Path | PolicyBundle, path: str | Path,
                 n_verify: int = 300) -> Path:
-    """Export a run's newest checkpoint (or a checkpoint file, or a bundle) to `path`.
+    """
+    Export a run's newest checkpoint (or a checkpoint file, or a bundle) to `path`.
 
     The model is written to a temporary file next to `path`, verified (see :func:`verify`), and
     only then renamed over `path`; on any failure `path` is left as it was.
 
     Raises:
         ExportError: the checkpoint cannot be loaded, exported, or verified.
+
     """
     start = time.perf_counter()
     if isinstance(run_dir_or_checkpoint, PolicyBundle):

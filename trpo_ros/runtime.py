@@ -1,4 +1,5 @@
-"""Load an exported trpo_ros ONNX policy and act with it: numpy + onnxruntime only.
+"""
+Load an exported trpo_ros ONNX policy and act with it: numpy + onnxruntime only.
 
 This is what a robot runs. It never imports torch (nor rclpy); the ROS inference node is a thin
 adapter around :class:`Policy`. Everything the policy needs (observation normalization, forward
@@ -12,9 +13,9 @@ the ONNX graph written by :mod:`trpo_ros.export`; the metadata says how to feed 
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 import json
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,8 @@ def session_options() -> ort.SessionOptions:
 
 @dataclass(eq=False)
 class Policy:
-    """An exported policy ready to act. Build it with :meth:`Policy.load`.
+    """
+    An exported policy ready to act. Build it with :meth:`Policy.load`.
 
     Attributes:
         path: the ONNX file.
@@ -69,6 +71,7 @@ class Policy:
         metadata: every metadata entry, JSON-decoded (config, obs_names, ee_link, ...).
         obs_dim: length of one observation.
         action_dim: length of one action.
+
     """
 
     path: Path
@@ -106,11 +109,13 @@ class Policy:
 
     @classmethod
     def load(cls, path: str | Path) -> Policy:
-        """Open and validate an exported policy file.
+        """
+        Open and validate an exported policy file.
 
         Raises:
             PolicyError: the file is missing, is not ONNX, is not a trpo_ros export, or its
                 graph does not match its metadata.
+
         """
         path = Path(path)
         if not path.exists():
@@ -180,10 +185,12 @@ class Policy:
                    _output_names=[outputs[0].name])
 
     def act(self, obs: Any) -> np.ndarray:
-        """Command(s) in command units: 1-D obs -> 1-D action, 2-D batch -> 2-D batch.
+        """
+        Command(s) in command units: 1-D obs -> 1-D action, 2-D batch -> 2-D batch.
 
         Raises:
             PolicyError: wrong shape or a NaN/Inf entry.
+
         """
         x = np.asarray(obs, dtype=np.float32)
         if x.ndim == 1:

@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-
 from trpo_ros.core.gae import gae
 
 pytestmark = pytest.mark.unit

@@ -1,5 +1,7 @@
-"""Ray rollout backend: batch layout, normalizer from the joined batch, 1 worker == local,
-a worker killed mid-collection, an unreachable cluster. One local Ray instance (127.0.0.1)."""
+"""
+Ray rollout backend: batch layout, normalizer from the joined batch, 1 worker == local,
+a worker killed mid-collection, an unreachable cluster. One local Ray instance (127.0.0.1).
+"""
 
 import logging
 import math
@@ -11,10 +13,9 @@ import time
 import numpy as np
 import pytest
 import torch
-
 from trpo_ros.core.checkpoint import build_modules
 from trpo_ros.core.config import ConfigError, TRPOConfig
-from trpo_ros.core.metrics import TIMING, read_metrics
+from trpo_ros.core.metrics import read_metrics, TIMING
 from trpo_ros.core.networks import ObsNormalizer
 from trpo_ros.core.rollout import make_collector, make_env
 from trpo_ros.core.trainer import Trainer

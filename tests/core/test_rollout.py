@@ -2,10 +2,9 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-
 from trpo_ros.core.config import TRPOConfig
 from trpo_ros.core.networks import ActionScaler, GaussianActor, ObsNormalizer
-from trpo_ros.core.rollout import RolloutCollector, RolloutPolicy, make_vector_env
+from trpo_ros.core.rollout import make_vector_env, RolloutCollector, RolloutPolicy
 
 
 @pytest.mark.unit

@@ -2,18 +2,17 @@
 
 import math
 import os
+from pathlib import Path
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
-
 from trpo_ros.core.checkpoint import list_checkpoints, load_checkpoint, load_policy
 from trpo_ros.core.config import TRPOConfig
-from trpo_ros.core.metrics import TIMING, read_metrics
+from trpo_ros.core.metrics import read_metrics, TIMING
 from trpo_ros.core.trainer import Trainer
 
 pytestmark = pytest.mark.integration

@@ -7,16 +7,15 @@ import pytest
 import torch
 from torch.distributions import Normal
 from torch.nn.utils import parameters_to_vector
-
 from trpo_ros.core.config import TRPOConfig
 from trpo_ros.core.networks import GaussianActor
 from trpo_ros.core.trpo import (
-    StepResult,
-    TrustRegion,
     conjugate_gradient,
     fisher_vector_product,
     flat_grad,
+    StepResult,
     trpo_step,
+    TrustRegion,
 )
 
 pytestmark = pytest.mark.unit

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
+import signal
 from typing import Any
 
-import pytest
 from nodes_helpers import NodeProcess, Probe
+import pytest
 
 TRAIN_STEPS = 100_000  # about a minute with 2 envs; reaches most goals
 

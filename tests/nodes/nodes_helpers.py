@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 import json
 import os
+from pathlib import Path
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,7 +24,7 @@ def write_linear_policy(path: str | Path, joint_names: Sequence[str] = JOINTS,
                         seed: int = 0, with_goal: bool = True) -> Path:
     """Write a trpo_ros-format ONNX policy: action = center + half * tanh(W obs + b)."""
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper, TensorProto
 
     joints = list(joint_names)
     inputs = [f'joint_pos/{j}' for j in joints] + [f'joint_vel/{j}' for j in joints]
@@ -72,15 +72,14 @@ class Probe:
     """An in-process rclpy node (own context, executor thread) that plays the robot side."""
 
     def __init__(self, command_topic: str = '/forward_position_controller/commands') -> None:
-        import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
         from geometry_msgs.msg import PointStamped
+        import rclpy
         from rclpy.context import Context
         from rclpy.executors import MultiThreadedExecutor
         from rclpy.signals import SignalHandlerOptions
         from sensor_msgs.msg import JointState
         from std_msgs.msg import Float64MultiArray
-
         from trpo_ros.nodes.conversions import command_qos, latched_qos, state_qos
 
         self.context = Context()

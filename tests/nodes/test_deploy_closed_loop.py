@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
 from diagnostic_msgs.msg import DiagnosticArray
+import pytest
 
 pytestmark = pytest.mark.integration
 

@@ -8,10 +8,9 @@ import subprocess
 import sys
 import time
 
+from nodes_helpers import JOINTS, write_linear_policy
 import numpy as np
 import pytest
-from nodes_helpers import JOINTS, write_linear_policy
-
 from trpo_ros.nodes.conversions import ERROR, status_level
 from trpo_ros.runtime import Policy
 

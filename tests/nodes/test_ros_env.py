@@ -7,9 +7,8 @@ import time
 
 import numpy as np
 import pytest
-
 import trpo_ros.nodes.ros_env  # noqa: F401 - registers trpo_ros/RosReach-v0
-from trpo_ros.nodes.ros_env import SERVER_PARAMETERS, RosEnvError, RosEnvTimeout, RosReachEnv
+from trpo_ros.nodes.ros_env import RosEnvError, RosEnvTimeout, RosReachEnv, SERVER_PARAMETERS
 
 pytestmark = pytest.mark.integration
 

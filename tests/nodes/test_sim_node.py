@@ -5,16 +5,15 @@ from __future__ import annotations
 import signal
 import time
 
-import numpy as np
-import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PointStamped
+import numpy as np
+import pytest
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
-from visualization_msgs.msg import MarkerArray
-
 from trpo_ros.nodes.conversions import command_qos, latched_qos, state_qos
+from visualization_msgs.msg import MarkerArray
 
 pytestmark = pytest.mark.integration
 

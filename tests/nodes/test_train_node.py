@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 import signal
 import time
-from pathlib import Path
 
 import pytest
 
@@ -32,10 +32,9 @@ def test_training_over_ros(probe, node_process, tmp_path: Path) -> None:
     from sensor_msgs.msg import JointState
     from std_msgs.msg import Float64, String
     from std_srvs.srv import SetBool, Trigger
-    from visualization_msgs.msg import MarkerArray
-
     from trpo_ros.nodes.conversions import latched_qos, state_qos, status_level
     from trpo_ros.runtime import Policy
+    from visualization_msgs.msg import MarkerArray
 
     run_dir = tmp_path / 'run'
     returns = probe.listen(Float64, '/trpo/ep_return_mean')
@@ -94,7 +93,6 @@ def test_training_over_ros(probe, node_process, tmp_path: Path) -> None:
 def test_signal_during_update(sig: int, probe, node_process, tmp_path: Path) -> None:
     from std_msgs.msg import Float64
     from std_srvs.srv import Trigger
-
     from trpo_ros.core.config import load_config
     from trpo_ros.core.trainer import Trainer
 
@@ -135,7 +133,6 @@ def test_pendulum_has_no_preview(tmp_path: Path) -> None:
     from rclpy.context import Context
     from rclpy.parameter import Parameter
     from rclpy.signals import SignalHandlerOptions
-
     from trpo_ros.nodes.train_node import TrainNode
 
     context = Context()

@@ -4,9 +4,8 @@ from pathlib import Path
 
 import gymnasium as gym
 import pytest
-
 import trpo_ros.sim  # noqa: F401 - registers the ids
-from trpo_ros.sim import ReachEnv, SimConfigError, find_sim_file, load_robot_yaml
+from trpo_ros.sim import find_sim_file, load_robot_yaml, ReachEnv, SimConfigError
 
 pytestmark = pytest.mark.unit
 

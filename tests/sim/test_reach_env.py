@@ -4,14 +4,13 @@ import json
 from pathlib import Path
 
 import gymnasium as gym
+from gymnasium.utils.env_checker import check_env
 import numpy as np
 import pybullet as p
 import pybullet_data
 import pytest
-from gymnasium.utils.env_checker import check_env
-
 import trpo_ros.sim
-from trpo_ros.sim import ReachEnv, make_env_from_yaml
+from trpo_ros.sim import make_env_from_yaml, ReachEnv
 from trpo_ros.sim.kinematics import forward_kinematics, parse_joints
 
 pytestmark = pytest.mark.integration

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import json
-import os
-import re
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+import json
+import os
 from pathlib import Path
+import re
+import tempfile
 from typing import Any
 
 import numpy as np
 import torch
-
-from trpo_ros.core.config import TRPOConfig, from_dict
+from trpo_ros.core.config import from_dict, TRPOConfig
 from trpo_ros.core.networks import ActionScaler, GaussianActor, ObsNormalizer
 
 CHECKPOINT_FORMAT = 1
@@ -27,7 +26,8 @@ class CheckpointError(ValueError):
 
 def atomic_write_bytes(path: str | Path, data: bytes,
                        check: Callable[[Path], object] | None = None) -> None:
-    """Write `data` to `path` so that a reader sees the old file or the new one, never half.
+    """
+    Write `data` to `path` so that a reader sees the old file or the new one, never half.
 
     `check(temporary_path)` runs on the complete temporary file before the rename; if it
     raises, `path` is left untouched and the exception propagates.

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field, fields
+import json
 from pathlib import Path
 from typing import Any
 

@@ -8,7 +8,8 @@ import numpy as np
 def gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray,
         terminated: np.ndarray, truncated: np.ndarray, gamma: float,
         lam: float) -> tuple[np.ndarray, np.ndarray]:
-    """GAE(lambda) advantages and value targets, arrays shaped [T, n_envs].
+    """
+    GAE(lambda) advantages and value targets, arrays shaped [T, n_envs].
 
     `next_values[t]` is V(s_{t+1}) of the true next state (for a truncated step the final
     observation, not the reset one). A terminated step has no future value; a truncated step

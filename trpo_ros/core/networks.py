@@ -23,8 +23,10 @@ def mlp(sizes: list[int], out_gain: float) -> nn.Sequential:
 
 
 def merge_moments(mean, var, count, batch_mean, batch_var, batch_count):  # noqa: ANN001, ANN201
-    """Combine (mean, population variance, count) of two sample sets (Chan et al.); works
-    on floats, numpy arrays and tensors alike."""
+    """
+    Combine (mean, population variance, count) of two sample sets (Chan et al.); works
+    on floats, numpy arrays and tensors alike.
+    """
     total = count + batch_count
     diff = batch_mean - mean
     new_mean = mean + diff * batch_count / total
@@ -34,8 +36,10 @@ def merge_moments(mean, var, count, batch_mean, batch_var, batch_count):  # noqa
 
 
 class ObsNormalizer(nn.Module):
-    """Running mean/variance of observations; its state lives in buffers, so it is saved
-    with the model and traced into the ONNX graph. It only changes when `update` is called."""
+    """
+    Running mean/variance of observations; its state lives in buffers, so it is saved
+    with the model and traced into the ONNX graph. It only changes when `update` is called.
+    """
 
     def __init__(self, obs_dim: int, clip: float = 10.0, enabled: bool = True) -> None:
         super().__init__()
@@ -71,8 +75,10 @@ class ObsNormalizer(nn.Module):
 
 
 class GaussianActor(nn.Module):
-    """Diagonal Gaussian policy over normalized actions: mean = MLP(obs), state-independent
-    log-std. Input is the already-normalized observation."""
+    """
+    Diagonal Gaussian policy over normalized actions: mean = MLP(obs), state-independent
+    log-std. Input is the already-normalized observation.
+    """
 
     def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...],
                  init_log_std: float) -> None:
@@ -102,8 +108,10 @@ class Critic(nn.Module):
 
 
 class ActionScaler(nn.Module):
-    """Maps normalized policy actions u in [-1, 1] to the env's Box bounds, clipping first.
-    Unbounded dimensions pass through unchanged."""
+    """
+    Maps normalized policy actions u in [-1, 1] to the env's Box bounds, clipping first.
+    Unbounded dimensions pass through unchanged.
+    """
 
     def __init__(self, low: np.ndarray, high: np.ndarray) -> None:
         super().__init__()

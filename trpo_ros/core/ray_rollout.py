@@ -1,4 +1,5 @@
-"""Rollouts on Ray actors: the same `collect`/`close` as `RolloutCollector`, across machines.
+"""
+Rollouts on Ray actors: the same `collect`/`close` as `RolloutCollector`, across machines.
 
 Each worker is a Ray actor that owns `envs_per_worker` environments and a `RolloutCollector`
 over them (the local collector is the one way to collect; this module only ships it the
@@ -30,19 +31,18 @@ worker are lost, never counted; episodes spanning iterations on live workers are
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import os
 import socket
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
-
-from trpo_ros.core.config import ConfigError, TRPOConfig, from_dict
+from trpo_ros.core.config import ConfigError, from_dict, TRPOConfig
 from trpo_ros.core.networks import ActionScaler, GaussianActor, ObsNormalizer
-from trpo_ros.core.rollout import Batch, RolloutCollector, make_vector_env
+from trpo_ros.core.rollout import Batch, make_vector_env, RolloutCollector
 
 CONNECT_TIMEOUT_S = 3.0
 """How long to try a HOST:PORT cluster address before giving up with a ConfigError."""
@@ -65,8 +65,10 @@ other process on the machine)."""
 
 
 def _import_ray(local: bool = False) -> Any:
-    """`import ray`, or a ConfigError that says how to get it. With `local` (no cluster
-    address) and Ray not yet imported, the local instance is set up by `LOCAL_RAY_ENV`."""
+    """
+    `import ray`, or a ConfigError that says how to get it. With `local` (no cluster
+    address) and Ray not yet imported, the local instance is set up by `LOCAL_RAY_ENV`.
+    """
     os.environ.setdefault('RAY_USAGE_STATS_ENABLED', '0')  # no usage reports leave the machine
     if local and 'ray' not in sys.modules:
         for key, value in LOCAL_RAY_ENV.items():
@@ -80,7 +82,8 @@ def _import_ray(local: bool = False) -> Any:
 
 
 def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
-    """Raise ConfigError when nothing listens where `ray.init(address)` would connect.
+    """
+    Raise ConfigError when nothing listens where `ray.init(address)` would connect.
 
     That is checked for the address as given and as Ray rewrites it ('auto' read from this
     machine's latest `ray start`; a loopback host replaced by this machine's IP), so a wrong
@@ -122,9 +125,11 @@ def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
 
 
 def connect(address: str) -> bool:
-    """Join the cluster at `address` or, when empty, start a local Ray instance bound to
+    """
+    Join the cluster at `address` or, when empty, start a local Ray instance bound to
     127.0.0.1. Returns True when this call started Ray (the caller shuts it down).
-    An already initialized Ray in this process is used as it is."""
+    An already initialized Ray in this process is used as it is.
+    """
     ray = _import_ray(local=not address)
     check_reachable(address)  # needs `ray` imported (for Ray's address rewriting)
     if ray.is_initialized():
@@ -171,9 +176,11 @@ class RolloutWorker:
 
     def collect(self, payload: dict[str, Any], n_steps: int,
                 use_learner_generator: bool) -> tuple[Batch, torch.Tensor | None]:
-        """Load the payload's policy and collect `n_steps` per env. With
+        """
+        Load the payload's policy and collect `n_steps` per env. With
         `use_learner_generator` the noise comes from the learner's generator state (in the
-        payload) and its advanced state is returned; otherwise from this worker's own."""
+        payload) and its advanced state is returned; otherwise from this worker's own.
+        """
         for module, key in ((self.normalizer, 'normalizer'), (self.actor, 'actor'),
                             (self.scaler, 'scaler')):
             module.load_state_dict({k: torch.tensor(v) for k, v in payload[key].items()})
@@ -196,8 +203,10 @@ def _numpy_state(module: torch.nn.Module) -> dict[str, np.ndarray]:
 
 def make_payload(normalizer: ObsNormalizer, actor: GaussianActor, scaler: ActionScaler,
                  generator: torch.Generator) -> dict[str, Any]:
-    """What the learner sends each iteration (numpy arrays: Ray ships them without pickling
-    their data)."""
+    """
+    What the learner sends each iteration (numpy arrays: Ray ships them without pickling
+    their data).
+    """
     return {'normalizer': _numpy_state(normalizer), 'actor': _numpy_state(actor),
             'scaler': _numpy_state(scaler), 'generator': generator.get_state().numpy()}
 
@@ -217,8 +226,10 @@ def concatenate(batches: list[Batch], lost_steps: int = 0) -> Batch:
 
 
 class RayCollector:
-    """Rollout backend on `config.num_workers` Ray actors with `config.envs_per_worker` envs
-    each; `collect` returns one Batch with `config.total_envs` env columns."""
+    """
+    Rollout backend on `config.num_workers` Ray actors with `config.envs_per_worker` envs
+    each; `collect` returns one Batch with `config.total_envs` env columns.
+    """
 
     def __init__(self, config: TRPOConfig, seed: int) -> None:
         """Connect (or start Ray), check the cluster has the CPUs, start the workers."""
@@ -276,8 +287,10 @@ class RayCollector:
     def collect(self, n_steps: int, normalizer: ObsNormalizer, actor: GaussianActor,
                 scaler: ActionScaler, generator: torch.Generator,
                 cancel: Callable[[], bool] | None = None) -> Batch:
-        """Run `n_steps` steps in every env of every worker (one remote call per worker).
-        `cancel` is accepted for interface parity; the learner only waits (GIL released)."""
+        """
+        Run `n_steps` steps in every env of every worker (one remote call per worker).
+        `cancel` is accepted for interface parity; the learner only waits (GIL released).
+        """
         ray = self.ray
         payload = ray.put(make_payload(normalizer, actor, scaler, generator))
         pending = {self.workers[k].collect.remote(payload, n_steps, k == 0): k

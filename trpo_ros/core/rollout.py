@@ -9,9 +9,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-
 from trpo_ros.core.config import ConfigError, TRPOConfig
-from trpo_ros.core.networks import ActionScaler, GaussianActor, ObsNormalizer, merge_moments
+from trpo_ros.core.networks import ActionScaler, GaussianActor, merge_moments, ObsNormalizer
 
 
 def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None,
@@ -95,9 +94,11 @@ class Batch:
 
 
 class RolloutPolicy:
-    """Frozen float32 numpy copy of normalizer -> actor -> scaler, used to sample actions
+    """
+    Frozen float32 numpy copy of normalizer -> actor -> scaler, used to sample actions
     during collection: torch's per-call overhead is several times the cost of these tiny
-    matrix products (about 220 vs 40 us per step). Same math as the torch modules (tested)."""
+    matrix products (about 220 vs 40 us per step). Same math as the torch modules (tested).
+    """
 
     def __init__(self, normalizer: ObsNormalizer, actor: GaussianActor,
                  scaler: ActionScaler) -> None:
@@ -149,7 +150,8 @@ def make_collector(config: TRPOConfig, seed: int) -> RolloutCollector:
 
 
 class RolloutCollector:
-    """Steps the vector env with the current stochastic policy. Episode bookkeeping carries
+    """
+    Steps the vector env with the current stochastic policy. Episode bookkeeping carries
     across iterations, so episodes that span two batches are counted once, whole.
 
     A rollout backend is anything with this `collect` and `close` (see ray_rollout.py).
@@ -165,8 +167,10 @@ class RolloutCollector:
     def collect(self, n_steps: int, normalizer: ObsNormalizer, actor: GaussianActor,
                 scaler: ActionScaler, generator: torch.Generator,
                 cancel: Callable[[], bool] | None = None) -> Batch:
-        """Run `n_steps` steps in every env; raise `CollectionCancelled` as soon as `cancel()`
-        is true (a shutdown must not wait for the rest of a long batch)."""
+        """
+        Run `n_steps` steps in every env; raise `CollectionCancelled` as soon as `cancel()`
+        is true (a shutdown must not wait for the rest of a long batch).
+        """
         n_envs, obs_dim = self.obs.shape
         act_dim = actor.log_std.numel()
         obs_buf = np.zeros((n_steps, n_envs, obs_dim), np.float32)
@@ -213,8 +217,10 @@ class RolloutCollector:
 
 
 class RewardScaler:
-    """Divides rewards by the running std of the discounted return (as VecNormalize does),
-    so the critic regresses targets of order one whatever the env's reward scale."""
+    """
+    Divides rewards by the running std of the discounted return (as VecNormalize does),
+    so the critic regresses targets of order one whatever the env's reward scale.
+    """
 
     def __init__(self, n_envs: int, gamma: float) -> None:
         self.gamma = gamma

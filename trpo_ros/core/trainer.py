@@ -2,47 +2,46 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import json
 import math
+from pathlib import Path
 import threading
 import time
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
-
 from trpo_ros.core.checkpoint import (
-    CheckpointError,
-    PolicyBundle,
     atomic_write_bytes,
     build_modules,
+    CheckpointError,
     list_checkpoints,
     load_latest_good,
+    PolicyBundle,
     save_checkpoint,
 )
-from trpo_ros.core.config import ConfigError, TRPOConfig, from_dict
+from trpo_ros.core.config import ConfigError, from_dict, TRPOConfig
 from trpo_ros.core.gae import gae
 from trpo_ros.core.metrics import METRICS, MetricsLog, plot_learning_curve
 from trpo_ros.core.networks import Critic
 from trpo_ros.core.rollout import (
     Batch,
     CollectionCancelled,
-    RewardScaler,
     env_info,
     evaluate,
     make_collector,
     make_env,
+    RewardScaler,
 )
 from trpo_ros.core.trpo import (
-    StepResult,
-    TrustRegion,
     explained_variance,
     fit_critic,
     mean_kl,
+    StepResult,
     trpo_step,
+    TrustRegion,
 )
 
 IterationCallback = Callable[['Trainer', dict[str, float]], None]
@@ -53,7 +52,8 @@ class Trainer:
 
     def __init__(self, config: TRPOConfig, run_dir: str | Path, *, resume: bool = False,
                  tensorboard: bool = True, progress: bool = False) -> None:
-        """Start a new run in `run_dir` (must not hold one) or, with `resume`, continue it.
+        """
+        Start a new run in `run_dir` (must not hold one) or, with `resume`, continue it.
 
         On resume the saved config is used, except `total_steps` from `config`.
         """
@@ -279,8 +279,10 @@ class Trainer:
     # ------------------------------------------------------------------ persistence
 
     def save(self, export: bool = True) -> Path:
-        """Checkpoint (atomic), refresh the learning curve and, by default, export
-        policy.onnx (and best.onnx when a better evaluation came since the last export)."""
+        """
+        Checkpoint (atomic), refresh the learning curve and, by default, export
+        policy.onnx (and best.onnx when a better evaluation came since the last export).
+        """
         path = save_checkpoint(self._state(), self.run_dir / 'checkpoints', self.iteration)
         self.checkpoint_path = path
         self._saved_iteration = self.iteration
@@ -303,7 +305,7 @@ class Trainer:
         return export_onnx(checkpoint, path or self.run_dir / 'policy.onnx')
 
     def _export(self, checkpoint: Path, path: Path) -> None:
-        from trpo_ros.export import ExportError, export_onnx
+        from trpo_ros.export import export_onnx, ExportError
 
         try:
             export_onnx(checkpoint, path)

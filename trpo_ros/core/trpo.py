@@ -1,4 +1,5 @@
-"""The TRPO update (Schulman et al. 2015, Appendix C) and an adaptive trust region.
+"""
+The TRPO update (Schulman et al. 2015, Appendix C) and an adaptive trust region.
 
 One policy update, as in the paper:
     L(theta)  = E[ pi_theta(a|s) / pi_old(a|s) * A(s, a) ]          surrogate advantage
@@ -11,16 +12,15 @@ One policy update, as in the paper:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
+import math
 
 import numpy as np
 import torch
 from torch import nn
-from torch.distributions import Normal, kl_divergence
+from torch.distributions import kl_divergence, Normal
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
-
 from trpo_ros.core.config import TRPOConfig
 from trpo_ros.core.networks import Critic, GaussianActor
 
@@ -62,8 +62,10 @@ def mean_kl(old: Normal, actor: GaussianActor, obs: torch.Tensor) -> torch.Tenso
 
 def fisher_vector_product(actor: GaussianActor, obs: torch.Tensor,
                           damping: float) -> Callable[[torch.Tensor], torch.Tensor]:
-    """V -> (F + damping I) v, F the Hessian of the mean KL at the current parameters
-    (which equals the Fisher information of the policy there)."""
+    """
+    V -> (F + damping I) v, F the Hessian of the mean KL at the current parameters
+    (which equals the Fisher information of the policy there).
+    """
     params = list(actor.parameters())
     with torch.no_grad():
         current = actor.distribution(obs)
@@ -107,8 +109,10 @@ class StepResult:
 def trpo_step(actor: GaussianActor, obs: torch.Tensor, actions: torch.Tensor,
               advantages: torch.Tensor, delta: float, config: TRPOConfig,
               generator: torch.Generator | None = None) -> StepResult:
-    """One TRPO policy update in place; on rejection the parameters are left exactly as they
-    were. `obs` are normalized observations, `actions` normalized (pre-scaling) actions."""
+    """
+    One TRPO policy update in place; on rejection the parameters are left exactly as they
+    were. `obs` are normalized observations, `actions` normalized (pre-scaling) actions.
+    """
     params = list(actor.parameters())
     theta_old = parameters_to_vector(params).detach().clone()
     with torch.no_grad():
@@ -155,7 +159,8 @@ def _subsample(obs: torch.Tensor, fraction: float,
 
 
 class TrustRegion:
-    """The radius delta: fixed, or adapted from how well the quadratic model predicted.
+    """
+    The radius delta: fixed, or adapted from how well the quadratic model predicted.
 
     After each step: rejected or improvement ratio < ratio_shrink_below -> shrink;
     ratio > ratio_expand_above with the full step accepted -> expand (up to delta_max).
@@ -199,8 +204,10 @@ class TrustRegion:
 def fit_critic(critic: Critic, optimizer: torch.optim.Optimizer, obs: torch.Tensor,
                returns: torch.Tensor, epochs: int, batch_size: int,
                generator: torch.Generator | None = None) -> float:
-    """Regress V(obs) on the GAE returns by minibatch Adam; returns the mean squared error
-    of the last epoch."""
+    """
+    Regress V(obs) on the GAE returns by minibatch Adam; returns the mean squared error
+    of the last epoch.
+    """
     losses: list[float] = []
     for _ in range(epochs):
         losses.clear()

@@ -1,4 +1,5 @@
-"""Message <-> numpy helpers shared by the nodes: observation layout, QoS, diagnostics, markers.
+"""
+Message <-> numpy helpers shared by the nodes: observation layout, QoS, diagnostics, markers.
 
 Nothing here imports torch; the inference node's hot path lives in :class:`ObservationLayout`
 (index maps are computed once per model and once per distinct JointState name list).
@@ -7,14 +8,14 @@ Nothing here imports torch; the inference node's hot path lives in :class:`Obser
 from __future__ import annotations
 
 import array
-import math
-import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping, Sequence
+import math
 from typing import Any
+import xml.etree.ElementTree as ET
 
-import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Point
+import numpy as np
 from rclpy.qos import (
     DurabilityPolicy,
     HistoryPolicy,
@@ -81,7 +82,8 @@ def latched_qos() -> QoSProfile:
 # ------------------------------------------------------------------------ observation layout
 
 class ObservationLayout:
-    """Builds a policy observation from a JointState (mapped by joint name) and a goal.
+    """
+    Builds a policy observation from a JointState (mapped by joint name) and a goal.
 
     Input names understood: ``joint_pos/<joint>``, ``joint_vel/<joint>``, ``goal/x|y|z``.
     Index maps are precomputed; :meth:`fill` writes into one reused float32 buffer.
@@ -139,10 +141,12 @@ class ObservationLayout:
         self._perm = np.array([index[j] for j in self.state_joints], np.intp)
 
     def read_state(self, names: Sequence[str], position: Any, velocity: Any) -> None:
-        """Copy positions/velocities of the needed joints (by name) into the layout buffers.
+        """
+        Copy positions/velocities of the needed joints (by name) into the layout buffers.
 
         Raises:
             ObservationError: a missing joint, a short position/velocity array, or NaN/Inf.
+
         """
         if self._names_key is None or len(names) != len(self._names_key) \
                 or tuple(names) != self._names_key:
@@ -313,7 +317,8 @@ def line_strip_marker(ns: str, marker_id: int, points: Iterable[Sequence[float]]
 
 def reach_markers(goal: np.ndarray, ee: np.ndarray, threshold: float, goal_diameter: float,
                   frame_id: str, stamp: Any) -> list[Marker]:
-    """Goal sphere ('goal', id 0) and end-effector sphere ('end_effector', id 1).
+    """
+    Goal sphere ('goal', id 0) and end-effector sphere ('end_effector', id 1).
 
     The end effector is green within `threshold` metres of the goal, orange otherwise.
     """
@@ -324,7 +329,8 @@ def reach_markers(goal: np.ndarray, ee: np.ndarray, threshold: float, goal_diame
 
 
 def robot_description_in_world(info: dict[str, Any], frame_id: str = 'world') -> str:
-    """The env's URDF with a fixed joint `frame_id` -> root link at the env's base pose.
+    """
+    The env's URDF with a fixed joint `frame_id` -> root link at the env's base pose.
 
     robot_state_publisher then publishes the frame_id -> base transform itself, so rviz2 can use
     `frame_id` (where the goal and end-effector markers live) as its fixed frame.

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
+import time
 from typing import Any
 
 import rclpy
@@ -12,9 +12,8 @@ from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.signals import SignalHandlerOptions
-
 from trpo_ros.nodes.inference_node import InferenceNode
-from trpo_ros.nodes.runner import StopFlag, drain, spin_until
+from trpo_ros.nodes.runner import drain, spin_until, StopFlag
 from trpo_ros.nodes.sim_node import SimNode
 from trpo_ros.runtime import Policy
 
@@ -22,7 +21,8 @@ from trpo_ros.runtime import Policy
 def deploy_sim(model_path: str | Path, episodes: int = 10, *, env: str | None = None,
                urdf: str | None = None, seed: int = 0, timeout: float | None = None,
                stop: StopFlag | None = None) -> dict[str, Any]:
-    """Serve `model_path` to a simulated robot over ROS 2 for `episodes` episodes.
+    """
+    Serve `model_path` to a simulated robot over ROS 2 for `episodes` episodes.
 
     Both nodes run in this process under one executor, talking over DDS like two
     processes would; the sim advances one step per command (lockstep), so the result does not
@@ -41,6 +41,7 @@ def deploy_sim(model_path: str | Path, episodes: int = 10, *, env: str | None = 
         dict with episodes, successes, success_rate, mean_final_distance, results (per
         episode), latency_p50_ms / latency_p99_ms (state received -> command published in
         inference_node), commands, seconds, steps_per_second, completed (False on timeout).
+
     """
     policy = Policy.load(model_path)  # fail early with the runtime's message
     env_id = env or policy.env_id

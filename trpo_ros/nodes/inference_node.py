@@ -1,4 +1,5 @@
-"""Lifecycle node serving an exported ONNX policy: /joint_states + goal -> joint commands.
+"""
+Lifecycle node serving an exported ONNX policy: /joint_states + goal -> joint commands.
 
 Configure loads the model (:class:`trpo_ros.runtime.Policy`), activate starts the I/O, and
 `autostart` (default true) does both at start-up. Setting `model_path` at run time hot-swaps
@@ -9,38 +10,37 @@ on /diagnostics. Never imports torch.
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
+import threading
+import time
 from typing import Any
 
-import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PointStamped
+import numpy as np
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
-
 from trpo_ros.nodes.conversions import (
-    ERROR,
-    LEVEL_NAMES,
-    OK,
-    WARN,
-    LatencyWindow,
-    ObservationError,
-    ObservationLayout,
     command_qos,
     diagnostic_array,
     diagnostic_status,
+    ERROR,
     float64_array,
     latched_qos,
+    LatencyWindow,
+    LEVEL_NAMES,
+    ObservationError,
+    ObservationLayout,
+    OK,
     reliability_policy,
     state_qos,
     validate_goal,
+    WARN,
 )
 from trpo_ros.nodes.runner import run_nodes
 from trpo_ros.runtime import Policy, PolicyError

@@ -1,4 +1,5 @@
-"""Live rviz2 preview of a policy being trained: one in-process env driven at real time.
+"""
+Live rviz2 preview of a policy being trained: one in-process env driven at real time.
 
 Publishes ``/joint_states``, ``/robot_description`` (transient local, rooted at `frame_id`),
 ``/trpo/markers`` (goal, end effector and a trail of its last :data:`TRAIL_LENGTH` positions)
@@ -8,9 +9,9 @@ and, when `camera_rate_hz` > 0, ``sensor_msgs/Image`` frames on ``/trpo/camera``
 
 from __future__ import annotations
 
-import threading
 from collections import deque
 from collections.abc import Callable
+import threading
 from typing import Any
 
 import numpy as np
@@ -18,8 +19,6 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
-from visualization_msgs.msg import MarkerArray
-
 from trpo_ros.nodes.conversions import (
     fill_joint_state,
     latched_qos,
@@ -28,6 +27,7 @@ from trpo_ros.nodes.conversions import (
     robot_description_in_world,
     state_qos,
 )
+from visualization_msgs.msg import MarkerArray
 
 TRAIL_LENGTH = 100
 """End-effector positions kept in the preview trail (2 s at 50 Hz)."""
@@ -48,7 +48,8 @@ class PolicyPreview:
     def __init__(self, node: Node, env_id: str, env_kwargs: dict[str, Any],
                  info: dict[str, Any], policy: Policy, *, seed: int, rate_hz: float,
                  camera_rate_hz: float, frame_id: str) -> None:
-        """Make the env and reset it, publish the URDF, start the timers.
+        """
+        Make the env and reset it, publish the URDF, start the timers.
 
         `rate_hz` <= 0 means the env control rate (real time); `camera_rate_hz` 0 = no camera.
         """

@@ -1,4 +1,5 @@
-"""A Gymnasium reach env whose robot lives on the other side of ROS 2 topics.
+"""
+A Gymnasium reach env whose robot lives on the other side of ROS 2 topics.
 
 `RosReachEnv` (registered as ``trpo_ros/RosReach-v0``) has the action space, observation layout,
 reward and `spec_info()` of the PyBullet `trpo_ros.sim.ReachEnv` built from the same robot YAML,
@@ -23,18 +24,17 @@ Design (see docs/ros_env.md):
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Sequence
 import itertools
 import os
 import threading
 import time
-from collections import deque
-from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
-import numpy as np
 from gymnasium.wrappers import TimeLimit
-
+import numpy as np
 from trpo_ros.sim import kinematics
 from trpo_ros.sim.reach_env import DEFAULT_ROBOT_YAML, ReachEnv
 
@@ -59,8 +59,8 @@ class _Ros:
     """The rclpy entities of one env: own Context, node, executor thread (created on connect)."""
 
     def __init__(self, env: RosReachEnv) -> None:
-        import rclpy
         from geometry_msgs.msg import PointStamped
+        import rclpy
         from rclpy.context import Context
         from rclpy.duration import Duration
         from rclpy.executors import SingleThreadedExecutor
@@ -68,7 +68,6 @@ class _Ros:
         from sensor_msgs.msg import JointState
         from std_msgs.msg import Float64MultiArray, String
         from std_srvs.srv import Trigger
-
         from trpo_ros.nodes.conversions import command_qos, latched_qos, state_qos
 
         self.rclpy, self.Duration = rclpy, Duration
@@ -121,7 +120,8 @@ class _Ros:
 
 
 class RosReachEnv(gym.Env):
-    """Reach task on a robot behind ROS 2 topics, same spaces/reward as `ReachEnv`.
+    """
+    Reach task on a robot behind ROS 2 topics, same spaces/reward as `ReachEnv`.
 
     Observation (float32, ``spec_info()['obs_names']``): ``joint_pos/<j>`` (rad),
     ``joint_vel/<j>`` (rad/s) from the JointState, ``ee_pos/x|y|z`` (m, world, FK of the
@@ -163,6 +163,7 @@ class RosReachEnv(gym.Env):
         home_timeout: seconds allowed for homing.
         action_penalty, velocity_penalty: reward weights (ReachEnv defaults).
         frame_id: frame of the published goal.
+
     """
 
     metadata = {'render_modes': []}
@@ -277,12 +278,14 @@ class RosReachEnv(gym.Env):
         return self._ros is not None
 
     def connect(self) -> None:
-        """Create the node, check the remote joints, get the URDF; idempotent.
+        """
+        Create the node, check the remote joints, get the URDF; idempotent.
 
         Raises:
             RosEnvTimeout: no JointState / robot description / command subscriber in time.
             RosEnvError: the remote JointState lacks configured joints, or the URDF does not
                 reach the end-effector link through them.
+
         """
         if self._ros is not None:
             return
@@ -365,7 +368,8 @@ class RosReachEnv(gym.Env):
     # ------------------------------------------------------------------ gymnasium API
     def reset(self, *, seed: int | None = None,
               options: dict | None = None) -> tuple[np.ndarray, dict]:
-        """Start an episode: remote reset service (or drive home), draw and publish a goal.
+        """
+        Start an episode: remote reset service (or drive home), draw and publish a goal.
 
         `options` may give 'goal' (xyz). Connects on the first call.
         """
@@ -438,7 +442,8 @@ class RosReachEnv(gym.Env):
 
     # ------------------------------------------------------------------ safety
     def safe_target(self, target: np.ndarray) -> tuple[np.ndarray, bool]:
-        """Joint limits, velocity cap and workspace box applied to an absolute target.
+        """
+        Joint limits, velocity cap and workspace box applied to an absolute target.
 
         Returns (target to publish, whether the velocity cap changed it). A target whose FK
         end-effector position leaves the workspace box (and does not move back towards it) is
@@ -617,8 +622,10 @@ class RosReachEnv(gym.Env):
                                     index.get(joint['joint_name'])))
 
     def _fk(self, q: np.ndarray) -> np.ndarray:
-        """End-effector position for positions `q` (joint_names order); same math as
-        `kinematics.forward_kinematics` (joints off `joint_names` held at 0)."""
+        """
+        End-effector position for positions `q` (joint_names order); same math as
+        `kinematics.forward_kinematics` (joints off `joint_names` held at 0).
+        """
         t = self._fk_base
         motion = np.eye(4)
         for origin, jtype, axis, i in self._fk_joints:

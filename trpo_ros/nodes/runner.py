@@ -1,4 +1,5 @@
-"""Run one or several nodes in a process: MultiThreadedExecutor, clean SIGINT/SIGTERM exit.
+"""
+Run one or several nodes in a process: MultiThreadedExecutor, clean SIGINT/SIGTERM exit.
 
 rclpy's own signal handlers are turned off; SIGINT and SIGTERM set a flag that the spin loop
 checks at least every `poll` seconds, then the nodes are destroyed, the context shut down, and
@@ -7,9 +8,9 @@ the process exits 0 (what `ros2 launch` expects when it stops a node).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 import signal
 import threading
-from collections.abc import Callable, Sequence
 from typing import Any
 
 import rclpy
@@ -65,7 +66,8 @@ def spin_until(executor: Executor, stop: Callable[[], bool],
 
 
 def drain(executor: Executor) -> None:
-    """Let in-flight callbacks finish, then shut the executor down.
+    """
+    Let in-flight callbacks finish, then shut the executor down.
 
     rclpy's `Executor.shutdown` destroys its guard condition before the worker threads end,
     so a callback still running at that moment fails noisily; joining the pool first avoids it.
@@ -78,7 +80,8 @@ def drain(executor: Executor) -> None:
 
 def run_nodes(factory: NodeFactory, args: Sequence[str] | None = None,
               num_threads: int | None = None, stop: StopFlag | None = None) -> int:
-    """Create the nodes from `factory(context)` and spin them until SIGINT/SIGTERM.
+    """
+    Create the nodes from `factory(context)` and spin them until SIGINT/SIGTERM.
 
     Args:
         factory: builds the node(s) in the given (initialized) context.
@@ -89,6 +92,7 @@ def run_nodes(factory: NodeFactory, args: Sequence[str] | None = None,
 
     Returns:
         0 on a clean stop.
+
     """
     stop = stop or StopFlag()
     stop.install()

@@ -1,4 +1,5 @@
-"""A PyBullet arm from `trpo_ros.sim` behind the interface of a real ros2_control robot.
+"""
+A PyBullet arm from `trpo_ros.sim` behind the interface of a real ros2_control robot.
 
 Publishes ``/joint_states`` and ``/robot_description``, takes ``Float64MultiArray`` commands
 like a forward command controller (absolute position targets for position and position_delta
@@ -11,38 +12,37 @@ per command received and publishes the new joint state right after (deterministi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import math
 import threading
 import time
-from collections.abc import Sequence
 from typing import Any
 
-import gymnasium as gym
-import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PointStamped
+import gymnasium as gym
+import numpy as np
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
-from visualization_msgs.msg import MarkerArray
-
-import trpo_ros.sim  # noqa: F401 - registers the envs
 from trpo_ros.nodes.conversions import (
-    OK,
-    WARN,
     as_array,
     command_qos,
     diagnostic_array,
     diagnostic_status,
     fill_joint_state,
     latched_qos,
+    OK,
     reach_markers,
     robot_description_in_world,
     state_qos,
+    WARN,
 )
 from trpo_ros.nodes.runner import run_nodes
+import trpo_ros.sim  # noqa: F401 - registers the envs
+from visualization_msgs.msg import MarkerArray
 
 NODE_NAME = 'sim_node'
 MODES = ('realtime', 'lockstep')

@@ -1,4 +1,5 @@
-"""TRPO training as a ROS 2 node: a thin adapter over :class:`trpo_ros.core.trainer.Trainer`.
+"""
+TRPO training as a ROS 2 node: a thin adapter over :class:`trpo_ros.core.trainer.Trainer`.
 
 The trainer runs in a background thread; the executor stays free for services, the live
 preview and shutdown. Every iteration publishes each finite scalar metric as
@@ -21,14 +22,14 @@ written atomically, so the newest checkpoint on disk is always a whole one.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import copy
 import math
 import os
+from pathlib import Path
 import sys
 import threading
 import time
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray
@@ -37,21 +38,20 @@ from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
 from std_msgs.msg import Float64, String
 from std_srvs.srv import SetBool, Trigger
-
-from trpo_ros.core.config import FIELDS, ConfigError, TRPOConfig, field_docs
+from trpo_ros.core.config import ConfigError, field_docs, FIELDS, TRPOConfig
 from trpo_ros.core.metrics import METRICS
 from trpo_ros.core.rollout import CollectionCancelled
 from trpo_ros.nodes.conversions import (
-    ERROR,
-    OK,
-    WARN,
     diagnostic_array,
     diagnostic_status,
+    ERROR,
     latched_qos,
+    OK,
     robot_description_in_world,
+    WARN,
 )
 from trpo_ros.nodes.preview import PolicyPreview
-from trpo_ros.nodes.runner import StopFlag, run_nodes
+from trpo_ros.nodes.runner import run_nodes, StopFlag
 
 NODE_NAME = 'train_node'
 STATUS_NAME = 'trpo_ros: training'
@@ -79,7 +79,8 @@ NODE_PARAMETERS: dict[str, tuple[Any, str]] = {
 
 
 class _StopFlag(StopFlag):
-    """A StopFlag that remembers when it was set and tells the trainer at once.
+    """
+    A StopFlag that remembers when it was set and tells the trainer at once.
 
     The time starts the STOP_GRACE wait; the callback stops the running iteration right away.
     """
@@ -103,7 +104,8 @@ class ParameterError(ValueError):
 
 
 def metric_topic_name(key: str) -> str:
-    """Topic name (under /trpo/) of a metric key: the key without its namespace.
+    """
+    Topic name (under /trpo/) of a metric key: the key without its namespace.
 
     `eval/*` keys keep an `eval_` prefix (`eval/success_rate` -> `eval_success_rate`) because
     `rollout/success_rate` is `success_rate`.
@@ -141,7 +143,8 @@ def declared_parameters() -> list[str]:
 
 def robot_description_for_env(env: str, env_kwargs: dict[str, Any] | None = None,
                               frame_id: str = 'world') -> str:
-    """URDF (rooted at `frame_id`) of an env id or robot YAML; '' for envs without spec_info.
+    """
+    URDF (rooted at `frame_id`) of an env id or robot YAML; '' for envs without spec_info.
 
     Used by launch/train.launch.py to give robot_state_publisher its `robot_description`.
     """
@@ -157,7 +160,8 @@ def robot_description_for_env(env: str, env_kwargs: dict[str, Any] | None = None
 
 
 def launch_robot_description(env: str = '', resume: str = '', frame_id: str = 'world') -> str:
-    """URDF for robot_state_publisher in train.launch.py: the env of `resume`'s run, else `env`.
+    """
+    URDF for robot_state_publisher in train.launch.py: the env of `resume`'s run, else `env`.
 
     Launch values `''` / `""` (YAML empty strings) count as empty; the default env is
     trpo_ros/KukaReach-v0. Returns '' for envs without spec_info.
@@ -193,10 +197,12 @@ class TrainNode(Node):
 
     def __init__(self, *, stop: StopFlag | None = None, start: bool = True,
                  **kwargs: Any) -> None:
-        """Declare parameters, build the trainer (and preview env); `start` starts training.
+        """
+        Declare parameters, build the trainer (and preview env); `start` starts training.
 
         Raises:
             ParameterError, ConfigError, CheckpointError, SimConfigError: bad parameter values.
+
         """
         self._closed = True  # until the trainer exists (rclpy may destroy a half-built node)
         self._thread: threading.Thread | None = None
@@ -464,7 +470,8 @@ class TrainNode(Node):
 
     # ------------------------------------------------------------------------- shutdown
     def stop_training(self, timeout: float | None = None) -> bool:
-        """Ask the trainer to stop after this iteration; True if the thread ended in time.
+        """
+        Ask the trainer to stop after this iteration; True if the thread ended in time.
 
         The default wait ends STOP_GRACE seconds after the stop signal (or from now).
         """
@@ -509,7 +516,6 @@ def _rate(param: dict[str, Any], name: str) -> float:
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Exception classes that mean a bad parameter value (exit 2, one log line)."""
     from rclpy.exceptions import InvalidParameterTypeException, ParameterException
-
     from trpo_ros.core.checkpoint import CheckpointError
 
     classes: list[type[BaseException]] = [ParameterError, ConfigError, CheckpointError,
@@ -528,12 +534,13 @@ class _StartupError(Exception):
 
 
 def main(args: Sequence[str] | None = None) -> int:
-    """Entry point: `train_node --ros-args -p env:=trpo_ros/KukaReach-v0 -p total_steps:=1e5`.
+    """
+    Entry point: `train_node --ros-args -p env:=trpo_ros/KukaReach-v0 -p total_steps:=1e5`.
 
     Returns 0 on a clean stop (SIGINT/SIGTERM, or `exit_when_done`), 2 on bad parameters.
     """
-    import rclpy.logging
     from rclpy._rclpy_pybind11 import RCLError
+    import rclpy.logging
 
     # The training thread runs Python (and C calls that keep the GIL) nearly all the time;
     # shorter GIL turns keep signal handling and the executor responsive (exit within 2 s).

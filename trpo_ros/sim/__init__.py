@@ -1,4 +1,5 @@
-"""PyBullet Gymnasium envs for URDF arms; importing this module registers them.
+"""
+PyBullet Gymnasium envs for URDF arms; importing this module registers them.
 
 Registered ids:
 
@@ -14,8 +15,7 @@ from typing import Any
 
 import gymnasium as gym
 from gymnasium.wrappers import TimeLimit
-
-from trpo_ros.sim.config import SimConfigError, find_sim_file, load_robot_yaml
+from trpo_ros.sim.config import find_sim_file, load_robot_yaml, SimConfigError
 from trpo_ros.sim.reach_env import ReachEnv, save_gif
 
 __all__ = ['ENV_IDS', 'ReachEnv', 'SimConfigError', 'find_sim_file', 'load_robot_yaml',

@@ -1,4 +1,5 @@
-"""Robot/task YAML files under `sim/`: locating, loading and validating them.
+"""
+Robot/task YAML files under `sim/`: locating, loading and validating them.
 
 A robot/task YAML (see `sim/kuka_reach.yaml`) has two sections::
 
@@ -25,8 +26,8 @@ A robot/task YAML (see `sim/kuka_reach.yaml`) has two sections::
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
+import sys
 from typing import Any
 
 import yaml
@@ -58,10 +59,12 @@ def sim_dirs() -> list[Path]:
 
 
 def find_sim_file(name: str | os.PathLike) -> Path:
-    """Return the path of a sim file given as a path or a bare name like 'kuka_reach.yaml'.
+    """
+    Return the path of a sim file given as a path or a bare name like 'kuka_reach.yaml'.
 
     Raises:
         SimConfigError: the file exists in none of the searched places (they are listed).
+
     """
     path = Path(name).expanduser()
     if path.is_file():
@@ -77,7 +80,8 @@ def find_sim_file(name: str | os.PathLike) -> Path:
 
 
 def load_robot_yaml(name: str | os.PathLike) -> dict[str, Any]:
-    """Load and validate a robot/task YAML; returns {'path', 'robot': {...}, 'task': {...}}.
+    """
+    Load and validate a robot/task YAML; returns {'path', 'robot': {...}, 'task': {...}}.
 
     A relative `robot.urdf` that exists next to the YAML is made absolute.
     """

@@ -1,4 +1,5 @@
-"""URDF kinematic chains and forward kinematics in pure numpy (no pybullet).
+"""
+URDF kinematic chains and forward kinematics in pure numpy (no pybullet).
 
 This is the reference implementation the exported ONNX graph mirrors in torch, so the math
 is kept deliberately plain. For every joint on the chain from the base link to the
@@ -22,10 +23,10 @@ A chain is a list of JSON-serializable dicts (``spec_info()['fk_chain']``)::
 
 from __future__ import annotations
 
-import math
-import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+import math
+import xml.etree.ElementTree as ET
 
 import numpy as np
 
@@ -39,7 +40,8 @@ class UrdfError(ValueError):
 
 @dataclass(frozen=True)
 class UrdfJoint:
-    """One `<joint>` element of a URDF, with the limits the env uses.
+    """
+    One `<joint>` element of a URDF, with the limits the env uses.
 
     Attributes:
         name: joint name.
@@ -55,6 +57,7 @@ class UrdfJoint:
         effort: effort limit (Nm or N); 0.0 when the URDF gives none.
         damping: `<dynamics damping>` (0.0 when absent).
         friction: `<dynamics friction>` (0.0 when absent).
+
     """
 
     name: str
@@ -147,7 +150,8 @@ def root_link(urdf_text: str) -> str:
 
 def parse_chain(urdf_text: str, base_link: str | None = None,
                 ee_link: str | None = None) -> list[dict]:
-    """Return the joints from `base_link` (default: URDF root) to `ee_link`, base first.
+    """
+    Return the joints from `base_link` (default: URDF root) to `ee_link`, base first.
 
     Argument order follows CONTRACTS.md (``parse_chain(urdf_text, base_link, ee_link)``); pass
     the links by keyword to be unambiguous. With only one link given
@@ -155,6 +159,7 @@ def parse_chain(urdf_text: str, base_link: str | None = None,
 
     Raises:
         UrdfError: a link does not exist or `ee_link` is not below `base_link`.
+
     """
     if ee_link is None:
         if base_link is None:
@@ -234,7 +239,8 @@ def forward_kinematics(
     base_orientation: Sequence[float] = (0.0, 0.0, 0.0, 1.0),
     joint_names: Sequence[str] | None = None,
 ) -> np.ndarray:
-    """World position (m) of the last link frame of `chain`.
+    """
+    World position (m) of the last link frame of `chain`.
 
     Args:
         chain: output of `parse_chain`.
@@ -247,6 +253,7 @@ def forward_kinematics(
 
     Returns:
         np.ndarray of shape (3,), float64.
+
     """
     if isinstance(joint_positions, Mapping):
         q_by_name = {k: float(v) for k, v in joint_positions.items()}

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from collections import deque
 from collections.abc import Mapping, Sequence
+import os
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import pybullet as p
-
-from trpo_ros.sim.config import CONTROL_MODES, SimConfigError, load_robot_yaml
-from trpo_ros.sim.robot import Robot, is_urdf_text, resolve_urdf_path
+from trpo_ros.sim.config import CONTROL_MODES, load_robot_yaml, SimConfigError
+from trpo_ros.sim.robot import is_urdf_text, resolve_urdf_path, Robot
 
 DEFAULT_ROBOT_YAML = 'kuka_reach.yaml'
 
@@ -31,7 +30,8 @@ _TASK_DEFAULTS: dict[str, Any] = {
 
 
 class ReachEnv(gym.Env):
-    """Move the end-effector link of a URDF arm to a goal point (PyBullet, one client per env).
+    """
+    Move the end-effector link of a URDF arm to a goal point (PyBullet, one client per env).
 
     Observation (float32, names in ``spec_info()['obs_names']``):
 
@@ -87,6 +87,7 @@ class ReachEnv(gym.Env):
         render_mode: None or 'rgb_array' (TinyRenderer, headless).
         render_width, render_height: image size in pixels.
         mesh_search_paths: folders to resolve mesh files of a URDF given as text.
+
     """
 
     metadata = {'render_modes': ['rgb_array'], 'render_fps': 50}
@@ -307,7 +308,8 @@ class ReachEnv(gym.Env):
         return self._observe(), r_dist + r_act + r_vel, terminated, False, info
 
     def apply_action(self, action: np.ndarray) -> np.ndarray:
-        """Clip `action` to the action space and send it (after `action_latency` steps).
+        """
+        Clip `action` to the action space and send it (after `action_latency` steps).
 
         Returns the clipped action (the one the policy chose this step).
         """

@@ -1,4 +1,5 @@
-"""A URDF arm inside its own PyBullet physics client (p.DIRECT, never the global client).
+"""
+A URDF arm inside its own PyBullet physics client (p.DIRECT, never the global client).
 
 `Robot` owns loading (file path, pybullet_data name or URDF text), joint discovery, limits,
 motor commands, state reads, self-collision checks and dynamics randomization. It knows
@@ -14,16 +15,15 @@ detection with `setCollisionFilterPair`, so any contact that remains is a real s
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 import os
+from pathlib import Path
 import re
 import tempfile
-from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
 import pybullet as p
 import pybullet_data
-
 from trpo_ros.sim import kinematics
 from trpo_ros.sim.config import CONTROL_MODES, LIMIT_KEYS, SimConfigError
 
@@ -46,10 +46,12 @@ def is_urdf_text(source: str) -> bool:
 
 
 def resolve_urdf_path(source: str | os.PathLike) -> Path:
-    """Return the URDF file for a path or a pybullet_data model name ('kuka_iiwa/model.urdf').
+    """
+    Return the URDF file for a path or a pybullet_data model name ('kuka_iiwa/model.urdf').
 
     Raises:
         SimConfigError: no such file (names both places looked at).
+
     """
     path = Path(source).expanduser()
     if path.is_file():
@@ -86,7 +88,8 @@ def _resolve_mesh_paths(urdf_text: str, search_dirs: Sequence[str | Path]) -> st
 
 
 class Robot:
-    """A fixed-base URDF arm in its own pybullet DIRECT client.
+    """
+    A fixed-base URDF arm in its own pybullet DIRECT client.
 
     Args:
         urdf: file path, pybullet_data model name, or URDF XML text.
@@ -102,6 +105,7 @@ class Robot:
         physics_rate_hz: physics time step is 1 / physics_rate_hz.
         mesh_search_paths: extra folders in which mesh files of a URDF given as text are looked
             up (pybullet_data and its sub-folders are always searched last).
+
     """
 
     def __init__(
@@ -253,7 +257,8 @@ class Robot:
 
     # ------------------------------------------------------------------ collisions
     def disable_default_collisions(self) -> list[tuple[int, int]]:
-        """Stop detecting link pairs that touch by construction; returns the disabled pairs.
+        """
+        Stop detecting link pairs that touch by construction; returns the disabled pairs.
 
         Disabled: pairs joined through at most one movable joint (fixed joints merged) and
         pairs in contact in the current (home) configuration.
@@ -326,7 +331,8 @@ class Robot:
 
     def command(self, values: np.ndarray, q: np.ndarray | None = None,
                 qd: np.ndarray | None = None, dt: float = 0.02) -> None:
-        """Send one motor command in physical units: positions (rad), velocities or torques.
+        """
+        Send one motor command in physical units: positions (rad), velocities or torques.
 
         Position targets are clipped to the joint limits, velocities to the velocity limits,
         torques to the effort limits. Given the current state `q`, `qd`, velocity targets are
@@ -414,7 +420,8 @@ class Robot:
         damping_scale_range: Sequence[float] | None = None,
         friction_scale_range: Sequence[float] | None = None,
     ) -> None:
-        """Scale link masses and joint damping/friction by factors drawn from `rng`.
+        """
+        Scale link masses and joint damping/friction by factors drawn from `rng`.
 
         Damping is scaled around the URDF value (or REFERENCE_DAMPING when that is 0). Joint
         friction (around the URDF value, or 1 % of the effort limit) acts only in torque mode,
