@@ -33,7 +33,7 @@ from trpo_ros.core.ray_rollout import LOCAL_RAY_ENV
 for _key, _value in LOCAL_RAY_ENV.items():  # before the first `import ray`: stay on 127.0.0.1
     os.environ.setdefault(_key, _value)
 
-import ray  # noqa: E402
+import ray  # noqa: E402, I100
 import torch  # noqa: E402
 from trpo_ros.core.checkpoint import build_modules  # noqa: E402
 from trpo_ros.core.config import TRPOConfig  # noqa: E402
@@ -68,7 +68,7 @@ def descendants(table: dict[int, tuple[int, float]], root: int) -> set[int]:
 
 
 def own_pids(collector: object) -> set[int]:
-    """Processes that step this collector's envs (env subprocesses, or Ray worker actors)."""
+    """Return the processes stepping this collector's envs (env subprocesses or Ray actors)."""
     if hasattr(collector, 'hosts'):
         return {pid for _, pid in collector.hosts}
     return {p.pid for p in getattr(collector.envs, 'processes', [])}
@@ -143,7 +143,7 @@ def main() -> None:
     workers = {name: own_pids(c) for name, c in collectors.items()}
     ray_system = everyone - set().union(*workers.values())
     counted = {name: {os.getpid()} | workers[name] | (ray_system if name.startswith('ray')
-                                                       else set())
+                                                      else set())
                for name in collectors}
     times: dict[str, list[float]] = {name: [] for name in collectors}
     cpu = dict.fromkeys(collectors, 0.0)

@@ -18,7 +18,7 @@ import os
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'  # only loopback here, always
 os.environ.setdefault('ROS_DOMAIN_ID', '213')
 
-import argparse  # noqa: E402
+import argparse  # noqa: E402, I100
 import datetime  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402

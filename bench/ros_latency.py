@@ -21,7 +21,7 @@ import os
 
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'  # only loopback here, always
 
-import argparse  # noqa: E402
+import argparse  # noqa: E402, I100
 import json  # noqa: E402
 from pathlib import Path  # noqa: E402
 import signal  # noqa: E402
@@ -38,7 +38,7 @@ KUKA_JOINTS = [f'lbr_iiwa_joint_{i}' for i in range(1, 8)]
 # --------------------------------------------------------------------------- target processes
 
 def echo_main(args: list[str]) -> int:
-    """The anchor: a node written like inference_node but without a policy."""
+    """Build the anchor: a node written like inference_node but without a policy."""
     from rclpy.node import Node
     from sensor_msgs.msg import JointState
     from std_msgs.msg import Float64MultiArray
@@ -69,7 +69,7 @@ def echo_main(args: list[str]) -> int:
 
 
 def write_mlp_policy(path: Path) -> Path:
-    """A random 20 -> 64 -> 64 -> 7 tanh MLP for the KUKA joints in the trpo_ros format."""
+    """Build a random 20 -> 64 -> 64 -> 7 tanh MLP for the KUKA joints in the trpo_ros format."""
     import onnx
     from onnx import helper, numpy_helper, TensorProto
 

@@ -279,7 +279,7 @@ def main() -> None:
     print(table(summary, args))
     ours, sb3 = summary['ours-fixed'], summary['sb3']
     speed = ours['sps_median'] / sb3['sps_median']
-    print(f"\nTarget (ours >= 1.5x sb3 steps/s, eval mean not lower): speed {speed:.2f}x "
+    print(f'\nTarget (ours >= 1.5x sb3 steps/s, eval mean not lower): speed {speed:.2f}x '
           f"{'OK' if speed >= 1.5 else 'MISSED'}; eval {ours['eval_mean']:.1f} vs "
           f"{sb3['eval_mean']:.1f} {'OK' if ours['eval_mean'] >= sb3['eval_mean'] else 'MISSED'}")
 

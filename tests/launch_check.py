@@ -20,7 +20,7 @@ SHARE_PREFIX = '<share:'
 
 
 def share_marker(package: str) -> str:
-    """The symbolic value of get_package_share_directory(package)."""
+    """Return the symbolic value of get_package_share_directory(package)."""
     return f'{SHARE_PREFIX}{package}>'
 
 
@@ -78,7 +78,7 @@ class LaunchFile:
                     self.arguments[name] = default
 
     def resolve(self, expr: ast.AST | None, _depth: int = 0) -> str | None:
-        """The string value of `expr` if it can be known statically, else None."""
+        """Return the string value of `expr` if it can be known statically, else None."""
         if expr is None or _depth > 20:
             return None
         if isinstance(expr, ast.Constant) and isinstance(expr.value, str):

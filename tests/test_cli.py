@@ -37,7 +37,7 @@ def test_help_of_each_subcommand_runs():
 
 
 def run_in_process(capsys, monkeypatch, cwd, *args: str) -> tuple[int, str]:
-    """main() in this process (no interpreter start-up per case): exit code and stderr."""
+    """Run main() in this process (no interpreter start-up per case): exit code and stderr."""
     from trpo_ros.cli import main
 
     monkeypatch.chdir(cwd)

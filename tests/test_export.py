@@ -1,6 +1,8 @@
 """
-trpo_ros.export: one ONNX graph (FK, normalizer, actor, scaling, delta -> absolute), parity
-with the torch reference, metadata, and atomic verified writes.
+Test trpo_ros.export.
+
+One ONNX graph (FK, normalizer, actor, scaling, delta -> absolute), parity with the torch
+reference, metadata, and atomic verified writes.
 """
 
 import json

@@ -199,7 +199,7 @@ def test_launch_file_static(launch_name: str, install: Path,
         assert ('trpo_ros', 'config/rviz/trpo.rviz') in launch.share_paths()
         assert ('trpo_ros', 'config/train.yaml') in launch.share_paths()
         assert {n.executable for n in launch.nodes()} >= {'train_node', 'robot_state_publisher',
-                                                         'rviz2'}
+                                                          'rviz2'}
         train = next(n for n in launch.nodes() if n.executable == 'train_node')
         assert set(train.parameter_keys) == {'env', 'total_steps', 'seed', 'n_envs', 'run_dir',
                                              'resume'}

@@ -68,7 +68,7 @@ def _show(value: Any) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The `trpo-ros` argument parser with every sub-command."""
+    """Build the `trpo-ros` argument parser with every sub-command."""
     parser = _Parser(prog='trpo-ros', description='Train robot policies with TRPO in PyBullet, '
                      'export them to ONNX, serve them on ROS 2.')
     from trpo_ros import __version__
@@ -147,7 +147,7 @@ def _positive_int(text: str) -> int:
 
 
 def config_from_args(args: argparse.Namespace) -> TRPOConfig:
-    """TRPOConfig from --config FILE plus the command-line overrides."""
+    """Build the TRPOConfig from --config FILE plus the command-line overrides."""
     from trpo_ros.core.config import load_config
 
     overrides = {name: getattr(args, name) for name in FIELDS}
@@ -197,8 +197,9 @@ def _saved_config(run_dir: Path) -> TRPOConfig:
 
 def _ros_args_from_train(args: argparse.Namespace) -> list[str]:
     """
-    Translate train options into --ros-args parameters for train_node (which exits when
-    training is done, like the plain `trpo-ros train`).
+    Translate train options into --ros-args parameters for train_node.
+
+    train_node exits when training is done, like the plain `trpo-ros train`.
     """
     params = [f'{n}:={_ros_value(n, getattr(args, n))}' for n in FIELDS
               if getattr(args, n) is not None]

@@ -78,7 +78,7 @@ def run_demo(out: Path, total_steps: int | None = None, episodes: int = 100) -> 
 
 
 def format_summary(s: dict) -> str:
-    """The demo's closing table."""
+    """Print the demo's closing table."""
     lines = [
         '',
         'trpo_ros demo summary',

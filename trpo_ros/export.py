@@ -164,7 +164,7 @@ def action_bounds(bundle: PolicyBundle) -> tuple[np.ndarray, np.ndarray]:
 
 def reference_action(bundle: PolicyBundle, env_obs: np.ndarray) -> np.ndarray:
     """
-    THE deterministic action in command units for env observation(s) (float32).
+    Return THE deterministic action in command units for env observation(s) (float32).
 
     `bundle.act` (normalizer -> actor mean -> scaler); for position_delta envs the delta is
     added to the current joint positions and clipped to the joint limits, which is what the
@@ -392,7 +392,7 @@ def _quiet_exporter() -> Iterator[None]:
 
 
 def build_onnx(bundle: PolicyBundle) -> bytes:
-    """Serialized ONNX model (graph + metadata) of a policy bundle; not yet verified."""
+    """Serialize the ONNX model (graph + metadata) of a policy bundle; not yet verified."""
     graph = PolicyGraph(bundle).eval()
     n_in = len(input_names(bundle))
     example = torch.zeros(2, n_in, dtype=torch.float32)
@@ -445,7 +445,8 @@ def verify(bundle: PolicyBundle, onnx_path: str | Path, n: int = 300,
 
     Returns the max abs difference to :func:`reference_action` over batch-1 and batch-64 runs.
 
-    Raises:
+    Raises
+    ------
         ExportError: the check fails (the message says which check and by how much).
 
     """
@@ -490,7 +491,8 @@ def export_onnx(run_dir_or_checkpoint: str | Path | PolicyBundle, path: str | Pa
     The model is written to a temporary file next to `path`, verified (see :func:`verify`), and
     only then renamed over `path`; on any failure `path` is left as it was.
 
-    Raises:
+    Raises
+    ------
         ExportError: the checkpoint cannot be loaded, exported, or verified.
 
     """

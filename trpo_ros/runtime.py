@@ -58,7 +58,8 @@ class Policy:
     """
     An exported policy ready to act. Build it with :meth:`Policy.load`.
 
-    Attributes:
+    Attributes
+    ----------
         path: the ONNX file.
         input_names: names of the observation entries, in input order (`obs_dim` of them).
         joint_names: controlled joints, in action order (`action_dim` of them).
@@ -112,7 +113,8 @@ class Policy:
         """
         Open and validate an exported policy file.
 
-        Raises:
+        Raises
+        ------
             PolicyError: the file is missing, is not ONNX, is not a trpo_ros export, or its
                 graph does not match its metadata.
 
@@ -188,7 +190,8 @@ class Policy:
         """
         Command(s) in command units: 1-D obs -> 1-D action, 2-D batch -> 2-D batch.
 
-        Raises:
+        Raises
+        ------
             PolicyError: wrong shape or a NaN/Inf entry.
 
         """

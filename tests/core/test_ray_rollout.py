@@ -1,6 +1,8 @@
 """
-Ray rollout backend: batch layout, normalizer from the joined batch, 1 worker == local,
-a worker killed mid-collection, an unreachable cluster. One local Ray instance (127.0.0.1).
+Test the Ray rollout backend.
+
+Batch layout, normalizer from the joined batch, 1 worker == local, a worker killed
+mid-collection, an unreachable cluster. One local Ray instance (127.0.0.1).
 """
 
 import logging
@@ -22,13 +24,14 @@ from trpo_ros.core.trainer import Trainer
 
 pytestmark = pytest.mark.integration
 
-from trpo_ros.core.ray_rollout import LOCAL_RAY_ENV, RayCollector  # noqa: E402
+from trpo_ros.core.ray_rollout import LOCAL_RAY_ENV, RayCollector  # noqa: E402, I100
 
 for _key, _value in LOCAL_RAY_ENV.items():  # before the first `import ray`: stay on 127.0.0.1
     os.environ.setdefault(_key, _value)
 ray = pytest.importorskip('ray')
 
-PENDULUM = dict(env_id='Pendulum-v1', n_steps=256, eval_every=0, checkpoint_every=100, seed=7)
+PENDULUM = {'env_id': 'Pendulum-v1', 'n_steps': 256, 'eval_every': 0, 'checkpoint_every': 100,
+            'seed': 7}
 
 
 @pytest.fixture(scope='module', autouse=True)
@@ -106,7 +109,7 @@ def test_one_worker_reproduces_local_backend():
 
 def test_one_worker_trainer_metrics_equal_local(tmp_path):
     rows = {}
-    for name, changes in (('local', {}), ('ray', dict(rollout_backend='ray', num_workers=1))):
+    for name, changes in (('local', {}), ('ray', {'rollout_backend': 'ray', 'num_workers': 1})):
         config = TRPOConfig(**PENDULUM, total_steps=512, **changes)
         trainer = Trainer(config, tmp_path / name, tensorboard=False)
         trainer.train()

@@ -17,8 +17,8 @@ from trpo_ros.core.trainer import Trainer
 
 pytestmark = pytest.mark.integration
 
-SMALL = dict(env_id='Pendulum-v1', n_steps=256, total_steps=1024, checkpoint_every=2,
-             eval_every=2, eval_episodes=2, seed=3)
+SMALL = {'env_id': 'Pendulum-v1', 'n_steps': 256, 'total_steps': 1024, 'checkpoint_every': 2,
+         'eval_every': 2, 'eval_episodes': 2, 'seed': 3}
 
 
 def _train(run_dir: Path, **changes) -> Trainer:

@@ -14,7 +14,7 @@ TRAIN_STEPS = 100_000  # about a minute with 2 envs; reaches most goals
 
 @pytest.fixture
 def probe():
-    """A robot-side probe node in this process (closed after the test)."""
+    """Provide a robot-side probe node in this process (closed after the test)."""
     p = Probe()
     yield p
     p.close()
@@ -22,7 +22,7 @@ def probe():
 
 @pytest.fixture
 def node_process(tmp_path: Path):
-    """Factory starting node processes; every one still running is stopped after the test."""
+    """Provide a node-process factory; every one still running is stopped after the test."""
     started: list[NodeProcess] = []
 
     def start(module: str, **params: Any) -> NodeProcess:
@@ -39,7 +39,7 @@ def node_process(tmp_path: Path):
 
 @pytest.fixture(scope='session')
 def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A run directory with a KukaReach policy trained briefly (run_dir/policy.onnx)."""
+    """Provide a run directory with a KukaReach policy trained briefly (run_dir/policy.onnx)."""
     from trpo_ros.core.config import load_config
     from trpo_ros.core.trainer import Trainer
 

@@ -242,7 +242,7 @@ class NodeProcess:
         return self.log_path.read_text(errors='replace')
 
     def alive(self) -> bool:
-        """True while the process runs."""
+        """Return True while the process runs."""
         return self.proc.poll() is None
 
     def stop(self, sig: int = signal.SIGINT, timeout: float = 5.0) -> tuple[int | None, float]:

@@ -133,7 +133,7 @@ class PolicyBundle:
 
 def build_modules(config: TRPOConfig, obs_dim: int, action_low: np.ndarray,
                   action_high: np.ndarray) -> tuple[ObsNormalizer, GaussianActor, ActionScaler]:
-    """The acting modules for a config and the env's spaces (fresh weights)."""
+    """Build the acting modules for a config and the env's spaces (fresh weights)."""
     normalizer = ObsNormalizer(obs_dim, config.obs_clip, config.normalize_obs)
     actor = GaussianActor(obs_dim, len(action_low), config.hidden_sizes, config.init_log_std)
     return normalizer, actor, ActionScaler(action_low, action_high)

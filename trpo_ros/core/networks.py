@@ -24,8 +24,9 @@ def mlp(sizes: list[int], out_gain: float) -> nn.Sequential:
 
 def merge_moments(mean, var, count, batch_mean, batch_var, batch_count):  # noqa: ANN001, ANN201
     """
-    Combine (mean, population variance, count) of two sample sets (Chan et al.); works
-    on floats, numpy arrays and tensors alike.
+    Combine (mean, population variance, count) of two sample sets (Chan et al.).
+
+    Works on floats, numpy arrays and tensors alike.
     """
     total = count + batch_count
     diff = batch_mean - mean
@@ -37,8 +38,10 @@ def merge_moments(mean, var, count, batch_mean, batch_var, batch_count):  # noqa
 
 class ObsNormalizer(nn.Module):
     """
-    Running mean/variance of observations; its state lives in buffers, so it is saved
-    with the model and traced into the ONNX graph. It only changes when `update` is called.
+    Running mean/variance of observations.
+
+    Its state lives in buffers, so it is saved with the model and traced into the ONNX
+    graph. It only changes when `update` is called.
     """
 
     def __init__(self, obs_dim: int, clip: float = 10.0, enabled: bool = True) -> None:
@@ -76,8 +79,9 @@ class ObsNormalizer(nn.Module):
 
 class GaussianActor(nn.Module):
     """
-    Diagonal Gaussian policy over normalized actions: mean = MLP(obs), state-independent
-    log-std. Input is the already-normalized observation.
+    Diagonal Gaussian policy over normalized actions.
+
+    mean = MLP(obs), state-independent log-std. Input is the already-normalized observation.
     """
 
     def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...],
@@ -110,6 +114,7 @@ class Critic(nn.Module):
 class ActionScaler(nn.Module):
     """
     Maps normalized policy actions u in [-1, 1] to the env's Box bounds, clipping first.
+
     Unbounded dimensions pass through unchanged.
     """
 

@@ -66,8 +66,10 @@ other process on the machine)."""
 
 def _import_ray(local: bool = False) -> Any:
     """
-    `import ray`, or a ConfigError that says how to get it. With `local` (no cluster
-    address) and Ray not yet imported, the local instance is set up by `LOCAL_RAY_ENV`.
+    Import ray, or raise a ConfigError that says how to get it.
+
+    With `local` (no cluster address) and Ray not yet imported, the local instance is set up
+    by `LOCAL_RAY_ENV`.
     """
     os.environ.setdefault('RAY_USAGE_STATS_ENABLED', '0')  # no usage reports leave the machine
     if local and 'ray' not in sys.modules:
@@ -126,8 +128,9 @@ def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
 
 def connect(address: str) -> bool:
     """
-    Join the cluster at `address` or, when empty, start a local Ray instance bound to
-    127.0.0.1. Returns True when this call started Ray (the caller shuts it down).
+    Join the cluster at `address` or, when empty, start a local Ray on 127.0.0.1.
+
+    Returns True when this call started Ray (the caller shuts it down).
     An already initialized Ray in this process is used as it is.
     """
     ray = _import_ray(local=not address)
@@ -177,8 +180,9 @@ class RolloutWorker:
     def collect(self, payload: dict[str, Any], n_steps: int,
                 use_learner_generator: bool) -> tuple[Batch, torch.Tensor | None]:
         """
-        Load the payload's policy and collect `n_steps` per env. With
-        `use_learner_generator` the noise comes from the learner's generator state (in the
+        Load the payload's policy and collect `n_steps` per env.
+
+        With `use_learner_generator` the noise comes from the learner's generator state (in the
         payload) and its advanced state is returned; otherwise from this worker's own.
         """
         for module, key in ((self.normalizer, 'normalizer'), (self.actor, 'actor'),
@@ -204,8 +208,9 @@ def _numpy_state(module: torch.nn.Module) -> dict[str, np.ndarray]:
 def make_payload(normalizer: ObsNormalizer, actor: GaussianActor, scaler: ActionScaler,
                  generator: torch.Generator) -> dict[str, Any]:
     """
-    What the learner sends each iteration (numpy arrays: Ray ships them without pickling
-    their data).
+    Hold what the learner sends each iteration.
+
+    These are numpy arrays: Ray ships them without pickling their data.
     """
     return {'normalizer': _numpy_state(normalizer), 'actor': _numpy_state(actor),
             'scaler': _numpy_state(scaler), 'generator': generator.get_state().numpy()}
@@ -227,8 +232,10 @@ def concatenate(batches: list[Batch], lost_steps: int = 0) -> Batch:
 
 class RayCollector:
     """
-    Rollout backend on `config.num_workers` Ray actors with `config.envs_per_worker` envs
-    each; `collect` returns one Batch with `config.total_envs` env columns.
+    Rollout backend on `config.num_workers` Ray actors.
+
+    Each actor has `config.envs_per_worker` envs; `collect` returns one Batch with
+    `config.total_envs` env columns.
     """
 
     def __init__(self, config: TRPOConfig, seed: int) -> None:
@@ -257,7 +264,7 @@ class RayCollector:
             raise
 
     def _check_cpus(self, need: int) -> None:
-        """ConfigError unless `need` CPUs are free (waits a little for actors being released)."""
+        """Raise ConfigError unless `need` CPUs are free (waits for actors being released)."""
         deadline = time.monotonic() + FREE_CPU_WAIT_S
         while True:
             total = self.ray.cluster_resources().get('CPU', 0)
@@ -289,6 +296,7 @@ class RayCollector:
                 cancel: Callable[[], bool] | None = None) -> Batch:
         """
         Run `n_steps` steps in every env of every worker (one remote call per worker).
+
         `cancel` is accepted for interface parity; the learner only waits (GIL released).
         """
         ray = self.ray
@@ -335,4 +343,3 @@ class RayCollector:
                     pass
         if self._owns_ray:
             self.ray.shutdown()
-

@@ -46,7 +46,7 @@ def _register_optional_envs(env_id: str) -> None:
 
 
 def env_info(env: gym.Env) -> dict[str, Any]:
-    """The env's robot description (`spec_info()`), or {} for envs that have none."""
+    """Return the env's robot description (`spec_info()`), or {} for envs that have none."""
     spec_info = getattr(env.unwrapped, 'spec_info', None)
     return dict(spec_info()) if callable(spec_info) else {}
 
@@ -95,9 +95,11 @@ class Batch:
 
 class RolloutPolicy:
     """
-    Frozen float32 numpy copy of normalizer -> actor -> scaler, used to sample actions
-    during collection: torch's per-call overhead is several times the cost of these tiny
-    matrix products (about 220 vs 40 us per step). Same math as the torch modules (tested).
+    Frozen float32 numpy copy of normalizer -> actor -> scaler.
+
+    Used to sample actions during collection: torch's per-call overhead is several times the
+    cost of these tiny matrix products (about 220 vs 40 us per step). Same math as the torch
+    modules (tested).
     """
 
     def __init__(self, normalizer: ObsNormalizer, actor: GaussianActor,
@@ -126,11 +128,11 @@ class RolloutPolicy:
         return x
 
     def to_env(self, u: np.ndarray) -> np.ndarray:
-        """ActionScaler in numpy: clip bounded dimensions to [-1, 1], scale to the Box."""
+        """Apply ActionScaler in numpy: clip bounded dimensions to [-1, 1], scale to the Box."""
         return self.center + self.half_range * np.where(self.bounded, np.clip(u, -1, 1), u)
 
     def sample(self, obs: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """(normalized action u ~ pi(.|obs), env action)."""
+        """Return (normalized action u ~ pi(.|obs), env action)."""
         mean = self.mean_action(obs)
         u = (mean + self.std * rng.standard_normal(mean.shape, dtype=np.float32))
         return u, self.to_env(u)
@@ -141,7 +143,7 @@ class CollectionCancelled(Exception):
 
 
 def make_collector(config: TRPOConfig, seed: int) -> RolloutCollector:
-    """The rollout backend of the config: local vector env, or Ray actors."""
+    """Build the rollout backend of the config: local vector env, or Ray actors."""
     if config.rollout_backend == 'ray':
         from trpo_ros.core.ray_rollout import RayCollector
 
@@ -151,7 +153,9 @@ def make_collector(config: TRPOConfig, seed: int) -> RolloutCollector:
 
 class RolloutCollector:
     """
-    Steps the vector env with the current stochastic policy. Episode bookkeeping carries
+    Steps the vector env with the current stochastic policy.
+
+    Episode bookkeeping carries
     across iterations, so episodes that span two batches are counted once, whole.
 
     A rollout backend is anything with this `collect` and `close` (see ray_rollout.py).
@@ -168,8 +172,10 @@ class RolloutCollector:
                 scaler: ActionScaler, generator: torch.Generator,
                 cancel: Callable[[], bool] | None = None) -> Batch:
         """
-        Run `n_steps` steps in every env; raise `CollectionCancelled` as soon as `cancel()`
-        is true (a shutdown must not wait for the rest of a long batch).
+        Run `n_steps` steps in every env.
+
+        Raise `CollectionCancelled` as soon as `cancel()` is true (a shutdown must not wait
+        for the rest of a long batch).
         """
         n_envs, obs_dim = self.obs.shape
         act_dim = actor.log_std.numel()
@@ -218,8 +224,9 @@ class RolloutCollector:
 
 class RewardScaler:
     """
-    Divides rewards by the running std of the discounted return (as VecNormalize does),
-    so the critic regresses targets of order one whatever the env's reward scale.
+    Divides rewards by the running std of the discounted return (as VecNormalize does).
+
+    So the critic regresses targets of order one whatever the env's reward scale.
     """
 
     def __init__(self, n_envs: int, gamma: float) -> None:

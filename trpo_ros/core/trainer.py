@@ -254,7 +254,7 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation
 
     def policy_bundle(self) -> PolicyBundle:
-        """The current acting modules (shared, not copied)."""
+        """Return the current acting modules (shared, not copied)."""
         return PolicyBundle(self.config, self.normalizer, self.actor, self.scaler,
                             self.env_info, self.iteration, self.env_steps)
 
@@ -280,8 +280,10 @@ class Trainer:
 
     def save(self, export: bool = True) -> Path:
         """
-        Checkpoint (atomic), refresh the learning curve and, by default, export
-        policy.onnx (and best.onnx when a better evaluation came since the last export).
+        Checkpoint (atomic), refresh the learning curve and, by default, export.
+
+        The export writes policy.onnx (and best.onnx when a better evaluation came since the
+        last export).
         """
         path = save_checkpoint(self._state(), self.run_dir / 'checkpoints', self.iteration)
         self.checkpoint_path = path

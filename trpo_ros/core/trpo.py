@@ -63,8 +63,10 @@ def mean_kl(old: Normal, actor: GaussianActor, obs: torch.Tensor) -> torch.Tenso
 def fisher_vector_product(actor: GaussianActor, obs: torch.Tensor,
                           damping: float) -> Callable[[torch.Tensor], torch.Tensor]:
     """
-    V -> (F + damping I) v, F the Hessian of the mean KL at the current parameters
-    (which equals the Fisher information of the policy there).
+    Return the map v -> (F + damping I) v.
+
+    F is the Hessian of the mean KL at the current parameters (which equals the Fisher
+    information of the policy there).
     """
     params = list(actor.parameters())
     with torch.no_grad():
@@ -102,7 +104,7 @@ class StepResult:
 
     @property
     def full_step(self) -> bool:
-        """The step went to the trust-region boundary (no backtracking)."""
+        """Tell whether the step went to the trust-region boundary (no backtracking)."""
         return self.accepted and self.line_search_steps == 1
 
 
@@ -110,8 +112,10 @@ def trpo_step(actor: GaussianActor, obs: torch.Tensor, actions: torch.Tensor,
               advantages: torch.Tensor, delta: float, config: TRPOConfig,
               generator: torch.Generator | None = None) -> StepResult:
     """
-    One TRPO policy update in place; on rejection the parameters are left exactly as they
-    were. `obs` are normalized observations, `actions` normalized (pre-scaling) actions.
+    Do one TRPO policy update in place.
+
+    On rejection the parameters are left exactly as they were. `obs` are normalized
+    observations, `actions` normalized (pre-scaling) actions.
     """
     params = list(actor.parameters())
     theta_old = parameters_to_vector(params).detach().clone()
@@ -205,8 +209,9 @@ def fit_critic(critic: Critic, optimizer: torch.optim.Optimizer, obs: torch.Tens
                returns: torch.Tensor, epochs: int, batch_size: int,
                generator: torch.Generator | None = None) -> float:
     """
-    Regress V(obs) on the GAE returns by minibatch Adam; returns the mean squared error
-    of the last epoch.
+    Regress V(obs) on the GAE returns by minibatch Adam.
+
+    Returns the mean squared error of the last epoch.
     """
     losses: list[float] = []
     for _ in range(epochs):

@@ -144,7 +144,8 @@ class ObservationLayout:
         """
         Copy positions/velocities of the needed joints (by name) into the layout buffers.
 
-        Raises:
+        Raises
+        ------
             ObservationError: a missing joint, a short position/velocity array, or NaN/Inf.
 
         """
@@ -298,7 +299,7 @@ def _marker(ns: str, marker_id: int, kind: int, rgba: RGBA, frame_id: str,
 
 def sphere_marker(ns: str, marker_id: int, position: Sequence[float], diameter: float,
                   rgba: RGBA, frame_id: str, stamp: Any) -> Marker:
-    """A SPHERE marker of `diameter` metres centred at `position` [x, y, z] in `frame_id`."""
+    """Build a SPHERE marker of `diameter` metres centred at `position` [x, y, z] in `frame_id`."""
     marker = _marker(ns, marker_id, Marker.SPHERE, rgba, frame_id, stamp)
     marker.pose.position.x, marker.pose.position.y, marker.pose.position.z = (
         float(v) for v in position)
@@ -308,7 +309,7 @@ def sphere_marker(ns: str, marker_id: int, position: Sequence[float], diameter: 
 
 def line_strip_marker(ns: str, marker_id: int, points: Iterable[Sequence[float]],
                       width: float, rgba: RGBA, frame_id: str, stamp: Any) -> Marker:
-    """A LINE_STRIP marker through `points` ([x, y, z] each), `width` metres wide."""
+    """Build a LINE_STRIP marker through `points` ([x, y, z] each), `width` metres wide."""
     marker = _marker(ns, marker_id, Marker.LINE_STRIP, rgba, frame_id, stamp)
     marker.scale.x = float(width)
     marker.points = [Point(x=float(p[0]), y=float(p[1]), z=float(p[2])) for p in points]
@@ -330,7 +331,7 @@ def reach_markers(goal: np.ndarray, ee: np.ndarray, threshold: float, goal_diame
 
 def robot_description_in_world(info: dict[str, Any], frame_id: str = 'world') -> str:
     """
-    The env's URDF with a fixed joint `frame_id` -> root link at the env's base pose.
+    Return the env's URDF with a fixed joint `frame_id` -> root link at the env's base pose.
 
     robot_state_publisher then publishes the frame_id -> base transform itself, so rviz2 can use
     `frame_id` (where the goal and end-effector markers live) as its fixed frame.

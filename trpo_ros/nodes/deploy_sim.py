@@ -28,16 +28,25 @@ def deploy_sim(model_path: str | Path, episodes: int = 10, *, env: str | None = 
     processes would; the sim advances one step per command (lockstep), so the result does not
     depend on machine speed. Episode k starts from seed + k (as offline evaluation does).
 
-    Args:
-        model_path: exported policy (.onnx).
-        episodes: episodes to run.
-        env: Gymnasium id of the sim (default: the policy's training env).
-        urdf: robot override for the sim (default: the env's robot).
-        seed: base seed of the episodes.
-        timeout: give up after this many seconds (default: 60 s + 2 s per episode).
-        stop: stop early when set (e.g. from a signal handler).
+    Parameters
+    ----------
+    model_path
+        exported policy (.onnx).
+    episodes
+        episodes to run.
+    env
+        Gymnasium id of the sim (default: the policy's training env).
+    urdf
+        robot override for the sim (default: the env's robot).
+    seed
+        base seed of the episodes.
+    timeout
+        give up after this many seconds (default: 60 s + 2 s per episode).
+    stop
+        stop early when set (e.g. from a signal handler).
 
-    Returns:
+    Returns
+    -------
         dict with episodes, successes, success_rate, mean_final_distance, results (per
         episode), latency_p50_ms / latency_p99_ms (state received -> command published in
         inference_node), commands, seconds, steps_per_second, completed (False on timeout).

@@ -423,4 +423,3 @@ def main(args: Sequence[str] | None = None) -> int:
 
 if __name__ == '__main__':
     raise SystemExit(main())
-

@@ -78,7 +78,7 @@ class PolicyPreview:
         self._description_pub = node.create_publisher(String, '/robot_description',
                                                       latched_qos())
         self._description_pub.publish(String(data=robot_description_in_world(info,
-                                                                              self._frame_id)))
+                                                                             self._frame_id)))
         self._state_msg = JointState(name=list(info['joint_names']))
         group = MutuallyExclusiveCallbackGroup()  # the preview env is used by one callback
         rate = rate if rate > 0 else float(info['control_rate_hz'])

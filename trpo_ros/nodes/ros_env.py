@@ -104,7 +104,7 @@ class _Ros:
         spin_until(self.executor, self.stop.is_set, poll=0.1)
 
     def now_msg(self) -> Any:
-        """Current ROS time as builtin_interfaces/Time."""
+        """Return the current ROS time as builtin_interfaces/Time."""
         return self.node.get_clock().now().to_msg()
 
     def close(self) -> None:
@@ -139,30 +139,48 @@ class RosReachEnv(gym.Env):
     ``workspace_holds`` (counts this episode), ``velocity_capped`` (this step),
     ``state_stamp`` (s) and ``state_count`` (arrival index of the state used).
 
-    Args:
-        robot_yaml: robot/task YAML (path or name under `sim/`), default 'kuka_reach.yaml'.
-        joints: controlled joint names (default: the YAML's / the URDF's movable joints).
-        command_topic: Float64MultiArray absolute position targets (RELIABLE).
-        state_topic: sensor_msgs/JointState input.
-        reset_service: std_srvs/Trigger that starts an episode on the other side; None or ''
-            (or no such service at connect time) = drive to the YAML's home pose instead.
-        goal_topic: PointStamped goal output (transient local), '' = do not publish.
-        robot_description_topic: std_msgs/String URDF (transient local) used for FK; '' = use
-            the local YAML's URDF.
-        ee_topic: optional PointStamped end-effector position (world frame) used instead of
-            FK for the observation and reward (latest message, not synchronized).
-        timing: 'lockstep' (one remote step per command) or 'realtime' (fixed rate).
-        control_rate_hz: realtime command rate and the rate of the velocity cap (default:
-            the YAML's control rate).
-        state_timeout: seconds to wait for a fresh JointState before `RosEnvTimeout`.
-        connect_timeout: seconds to wait for the first JointState, the robot description and
-            a command subscriber at connect.
-        workspace: ((x, y, z) low, (x, y, z) high) box the end effector must stay in; None = off.
-        max_joint_velocity: rad/s cap (scalar or per joint); None = the URDF velocity limits.
-        home_tolerance: rad; homing (no reset service) ends when every joint is this close.
-        home_timeout: seconds allowed for homing.
+    Parameters
+    ----------
+    robot_yaml
+        robot/task YAML (path or name under `sim/`), default 'kuka_reach.yaml'.
+    joints
+        controlled joint names (default: the YAML's / the URDF's movable joints).
+    command_topic
+        Float64MultiArray absolute position targets (RELIABLE).
+    state_topic
+        sensor_msgs/JointState input.
+    reset_service
+        std_srvs/Trigger that starts an episode on the other side; None or ''
+        (or no such service at connect time) = drive to the YAML's home pose instead.
+    goal_topic
+        PointStamped goal output (transient local), '' = do not publish.
+    robot_description_topic
+        std_msgs/String URDF (transient local) used for FK; '' = use
+        the local YAML's URDF.
+    ee_topic
+        optional PointStamped end-effector position (world frame) used instead of
+        FK for the observation and reward (latest message, not synchronized).
+    timing
+        'lockstep' (one remote step per command) or 'realtime' (fixed rate).
+    control_rate_hz
+        realtime command rate and the rate of the velocity cap (default:
+        the YAML's control rate).
+    state_timeout
+        seconds to wait for a fresh JointState before `RosEnvTimeout`.
+    connect_timeout
+        seconds to wait for the first JointState, the robot description and
+        a command subscriber at connect.
+    workspace
+        ((x, y, z) low, (x, y, z) high) box the end effector must stay in; None = off.
+    max_joint_velocity
+        rad/s cap (scalar or per joint); None = the URDF velocity limits.
+    home_tolerance
+        rad; homing (no reset service) ends when every joint is this close.
+    home_timeout
+        seconds allowed for homing.
         action_penalty, velocity_penalty: reward weights (ReachEnv defaults).
-        frame_id: frame of the published goal.
+    frame_id
+        frame of the published goal.
 
     """
 
@@ -274,14 +292,15 @@ class RosReachEnv(gym.Env):
     # ------------------------------------------------------------------ connection
     @property
     def connected(self) -> bool:
-        """True once `connect()` succeeded (and until `close()`)."""
+        """Tell whether `connect()` succeeded (and until `close()`)."""
         return self._ros is not None
 
     def connect(self) -> None:
         """
         Create the node, check the remote joints, get the URDF; idempotent.
 
-        Raises:
+        Raises
+        ------
             RosEnvTimeout: no JointState / robot description / command subscriber in time.
             RosEnvError: the remote JointState lacks configured joints, or the URDF does not
                 reach the end-effector link through them.
@@ -623,8 +642,9 @@ class RosReachEnv(gym.Env):
 
     def _fk(self, q: np.ndarray) -> np.ndarray:
         """
-        End-effector position for positions `q` (joint_names order); same math as
-        `kinematics.forward_kinematics` (joints off `joint_names` held at 0).
+        Return the end-effector position for positions `q` (joint_names order).
+
+        Same math as `kinematics.forward_kinematics` (joints off `joint_names` held at 0).
         """
         t = self._fk_base
         motion = np.eye(4)
@@ -646,7 +666,7 @@ class RosReachEnv(gym.Env):
 
     @property
     def goal(self) -> np.ndarray:
-        """Current goal position (m, world frame), a copy."""
+        """Return the current goal position (m, world frame), a copy."""
         return self._goal.copy()
 
     def set_goal(self, xyz: Sequence[float]) -> None:
@@ -672,7 +692,7 @@ class RosReachEnv(gym.Env):
         return self._q.copy(), self._qd.copy(), np.zeros_like(self._q)
 
     def spec_info(self) -> dict[str, Any]:
-        """The local ReachEnv's spec_info (same YAML): works before and without connecting."""
+        """Return the local ReachEnv's spec info (same YAML); works without connecting."""
         return dict(self._info)
 
 

@@ -34,7 +34,7 @@ class StopFlag:
         self.event = threading.Event()
         self.signal_name = ''
 
-    def set(self, reason: str = 'stop') -> None:
+    def set(self, reason: str = 'stop') -> None:  # noqa: A003 - threading.Event-like API
         """Ask the spin loop to stop."""
         self.signal_name = self.signal_name or reason
         self.event.set()
@@ -83,14 +83,20 @@ def run_nodes(factory: NodeFactory, args: Sequence[str] | None = None,
     """
     Create the nodes from `factory(context)` and spin them until SIGINT/SIGTERM.
 
-    Args:
-        factory: builds the node(s) in the given (initialized) context.
-        args: command line (``--ros-args ...`` is honoured), default sys.argv.
-        num_threads: executor threads (default: rclpy's choice); 1 = a SingleThreadedExecutor
-            (lowest latency and jitter for a single node whose callbacks are all short).
-        stop: a flag to stop from code (tests); signals are always routed to it.
+    Parameters
+    ----------
+    factory
+        builds the node(s) in the given (initialized) context.
+    args
+        command line (``--ros-args ...`` is honoured), default sys.argv.
+    num_threads
+        executor threads (default: rclpy's choice); 1 = a SingleThreadedExecutor
+        (lowest latency and jitter for a single node whose callbacks are all short).
+    stop
+        a flag to stop from code (tests); signals are always routed to it.
 
-    Returns:
+    Returns
+    -------
         0 on a clean stop.
 
     """

@@ -139,7 +139,7 @@ class SimNode(Node):
 
     @property
     def done(self) -> bool:
-        """True once `max_episodes` episodes have finished (never when it is 0)."""
+        """Tell whether `max_episodes` episodes have finished (never when it is 0)."""
         return 0 < self.max_episodes <= len(self.results)
 
     @property

@@ -61,7 +61,7 @@ REACH_ENV_ID = 'trpo_ros/Reach-v0'
 
 NODE_PARAMETERS: dict[str, tuple[Any, str]] = {
     'env': ('', "env id or a robot/task YAML path (YAML -> 'trpo_ros/Reach-v0' with "
-                "env_kwargs robot_yaml); empty = env_id"),
+                'env_kwargs robot_yaml); empty = env_id'),
     'run_dir': ('', 'run directory (empty = runs/<env>_<time>); must not hold a run'),
     'resume': ('', 'run directory to resume from its last good checkpoint (empty = new run); '
                    'only total_steps may change'),
@@ -90,7 +90,7 @@ class _StopFlag(StopFlag):
         self.time: float | None = None
         self.on_set: list[Any] = []
 
-    def set(self, reason: str = 'stop') -> None:
+    def set(self, reason: str = 'stop') -> None:  # noqa: A003 - StopFlag API
         """Record the time, run the callbacks (e.g. set trainer.stop_event), then stop."""
         if self.time is None:
             self.time = time.monotonic()
@@ -120,7 +120,7 @@ assert len(set(METRIC_TOPICS.values())) == len(METRIC_TOPICS), 'metric topics mu
 
 
 def config_parameter_descriptions() -> dict[str, str]:
-    """Description of each TRPOConfig field parameter (field docstring, type, default)."""
+    """Describe each TRPOConfig field parameter (field docstring, type, default)."""
     docs, defaults, out = field_docs(), TRPOConfig(), {}
     for name in FIELDS:
         value = getattr(defaults, name)
@@ -200,7 +200,8 @@ class TrainNode(Node):
         """
         Declare parameters, build the trainer (and preview env); `start` starts training.
 
-        Raises:
+        Raises
+        ------
             ParameterError, ConfigError, CheckpointError, SimConfigError: bad parameter values.
 
         """
@@ -315,7 +316,7 @@ class TrainNode(Node):
 
     @property
     def training(self) -> bool:
-        """True while the training thread runs."""
+        """Tell whether the training thread runs."""
         return self._thread is not None and self._thread.is_alive()
 
     def _train_loop(self) -> None:
@@ -372,7 +373,7 @@ class TrainNode(Node):
             self._stop.set('done')
 
     def _policy_copy(self) -> Any:
-        """A private copy of the acting modules (taken between iterations, so consistent)."""
+        """Return a private copy of the acting modules (taken between iterations: consistent)."""
         from trpo_ros.core.checkpoint import PolicyBundle
 
         t = self.trainer

@@ -62,7 +62,8 @@ def find_sim_file(name: str | os.PathLike) -> Path:
     """
     Return the path of a sim file given as a path or a bare name like 'kuka_reach.yaml'.
 
-    Raises:
+    Raises
+    ------
         SimConfigError: the file exists in none of the searched places (they are listed).
 
     """

@@ -43,7 +43,8 @@ class UrdfJoint:
     """
     One `<joint>` element of a URDF, with the limits the env uses.
 
-    Attributes:
+    Attributes
+    ----------
         name: joint name.
         type: 'revolute' | 'prismatic' | 'continuous' | 'fixed' | 'floating' | 'planar'.
         parent: parent link name.
@@ -61,7 +62,7 @@ class UrdfJoint:
     """
 
     name: str
-    type: str
+    type: str  # noqa: A003 - the URDF attribute name
     parent: str
     child: str
     xyz: tuple[float, float, float]
@@ -76,7 +77,7 @@ class UrdfJoint:
 
     @property
     def movable(self) -> bool:
-        """True for revolute, prismatic and continuous joints."""
+        """Tell whether the joint moves (revolute, prismatic or continuous)."""
         return self.type in MOVABLE_TYPES
 
 
@@ -157,7 +158,8 @@ def parse_chain(urdf_text: str, base_link: str | None = None,
     the links by keyword to be unambiguous. With only one link given
     (``parse_chain(text, 'tool0')``) that link is taken as the end effector.
 
-    Raises:
+    Raises
+    ------
         UrdfError: a link does not exist or `ee_link` is not below `base_link`.
 
     """
@@ -242,16 +244,23 @@ def forward_kinematics(
     """
     World position (m) of the last link frame of `chain`.
 
-    Args:
-        chain: output of `parse_chain`.
-        joint_positions: positions of the chain's movable joints in chain order (base first),
-            or a name -> position mapping, or positions in `joint_names` order.
-        base_position: world position of the base link frame.
-        base_orientation: world orientation of the base link frame, quaternion (x, y, z, w).
-        joint_names: order of `joint_positions` when it is a sequence; joints on the chain
-            missing from it are held at 0.
+    Parameters
+    ----------
+    chain
+        output of `parse_chain`.
+    joint_positions
+        positions of the chain's movable joints in chain order (base first),
+        or a name -> position mapping, or positions in `joint_names` order.
+    base_position
+        world position of the base link frame.
+    base_orientation
+        world orientation of the base link frame, quaternion (x, y, z, w).
+    joint_names
+        order of `joint_positions` when it is a sequence; joints on the chain
+        missing from it are held at 0.
 
-    Returns:
+    Returns
+    -------
         np.ndarray of shape (3,), float64.
 
     """

@@ -58,35 +58,55 @@ class ReachEnv(gym.Env):
     gymnasium's `TimeLimit` (``episode_steps`` in the YAML); ``terminated`` is True only on a
     self-collision with ``terminate_on_self_collision=True``.
 
-    Args:
-        robot_yaml: robot/task YAML (path or name under `sim/`); default 'kuka_reach.yaml'.
-        urdf: override the robot: file path, pybullet_data name or URDF text. The YAML's robot
-            fields (joints, ee_link, home, limits) are kept when its ee_link and joints exist
-            in this URDF (same robot), else dropped (auto joints, last link, zero home).
-        joints: controlled joint names (None: from YAML, else all movable joints).
-        ee_link: end-effector link name.
-        control_mode: 'position' | 'position_delta' | 'velocity' | 'torque'.
-        control_rate_hz: control (env step) rate; physics_rate_hz: physics rate. Each step runs
-            round(physics_rate_hz / control_rate_hz) physics sub-steps.
-        max_delta: largest position change per step in position_delta mode (rad or m).
-        position_gain: pybullet POSITION_CONTROL gain (0..1].
+    Parameters
+    ----------
+    robot_yaml
+        robot/task YAML (path or name under `sim/`); default 'kuka_reach.yaml'.
+    urdf
+        override the robot: file path, pybullet_data name or URDF text. The YAML's robot
+        fields (joints, ee_link, home, limits) are kept when its ee_link and joints exist
+        in this URDF (same robot), else dropped (auto joints, last link, zero home).
+    joints
+        controlled joint names (None: from YAML, else all movable joints).
+    ee_link
+        end-effector link name.
+    control_mode
+        'position' | 'position_delta' | 'velocity' | 'torque'.
+    control_rate_hz
+        control (env step) rate; physics_rate_hz: physics rate. Each step runs
+        round(physics_rate_hz / control_rate_hz) physics sub-steps.
+    max_delta
+        largest position change per step in position_delta mode (rad or m).
+    position_gain
+        pybullet POSITION_CONTROL gain (0..1].
         goal_low, goal_high: goal region box corners (m, world frame).
-        success_threshold: success distance (m).
-        init_joint_noise: uniform noise (rad) added to the home pose at reset.
-        home: reset configuration (defaults to the YAML's, else zeros clipped to limits).
-        limits: per-joint limit overrides {joint: {lower, upper, velocity, effort}}.
+    success_threshold
+        success distance (m).
+    init_joint_noise
+        uniform noise (rad) added to the home pose at reset.
+    home
+        reset configuration (defaults to the YAML's, else zeros clipped to limits).
+    limits
+        per-joint limit overrides {joint: {lower, upper, velocity, effort}}.
         base_position, base_orientation: robot base pose in the world.
         action_penalty, velocity_penalty: reward weights.
-        self_collision: simulate and report self-collisions (costs physics time on mesh robots).
-        terminate_on_self_collision: end the episode (terminated=True) on a self-collision.
-        ground_plane: add a floor at z = 0.
+    self_collision
+        simulate and report self-collisions (costs physics time on mesh robots).
+    terminate_on_self_collision
+        end the episode (terminated=True) on a self-collision.
+    ground_plane
+        add a floor at z = 0.
         mass_scale_range, damping_scale_range, friction_scale_range: (low, high) factors drawn
-            per reset for domain randomization; None = off.
-        obs_noise_std: std of Gaussian noise on observed joint positions and velocities.
-        action_latency: the action applied is the one chosen this many steps earlier.
-        render_mode: None or 'rgb_array' (TinyRenderer, headless).
+        per reset for domain randomization; None = off.
+    obs_noise_std
+        std of Gaussian noise on observed joint positions and velocities.
+    action_latency
+        the action applied is the one chosen this many steps earlier.
+    render_mode
+        None or 'rgb_array' (TinyRenderer, headless).
         render_width, render_height: image size in pixels.
-        mesh_search_paths: folders to resolve mesh files of a URDF given as text.
+    mesh_search_paths
+        folders to resolve mesh files of a URDF given as text.
 
     """
 
@@ -328,7 +348,7 @@ class ReachEnv(gym.Env):
         return action
 
     def _neutral_action(self) -> np.ndarray:
-        """What a delayed pipeline applies before the first real action: hold still."""
+        """Return what a delayed pipeline applies before the first real action: hold still."""
         if self.control_mode == 'position':
             return np.clip(self._q, self._act_low, self._act_high)
         return np.zeros(self.robot.n_joints)
@@ -382,7 +402,7 @@ class ReachEnv(gym.Env):
     # ------------------------------------------------------------------ node helpers
     @property
     def goal(self) -> np.ndarray:
-        """Current goal position (m, world frame), a copy."""
+        """Return the current goal position (m, world frame), a copy."""
         return self._goal.copy()
 
     def set_goal(self, xyz: Sequence[float]) -> None:
@@ -444,4 +464,3 @@ def save_gif(frames: Sequence[np.ndarray], path: str | os.PathLike, fps: float =
         raise ValueError('save_gif needs at least one frame')
     iio.imwrite(path, np.stack([np.asarray(f, dtype=np.uint8) for f in frames]),
                 duration=1000.0 / fps, loop=0)
-

@@ -41,7 +41,7 @@ def pybullet_data_path() -> str:
 
 
 def is_urdf_text(source: str) -> bool:
-    """True when `source` is URDF XML rather than a file name."""
+    """Tell whether `source` is URDF XML rather than a file name."""
     return '<robot' in source
 
 
@@ -49,7 +49,8 @@ def resolve_urdf_path(source: str | os.PathLike) -> Path:
     """
     Return the URDF file for a path or a pybullet_data model name ('kuka_iiwa/model.urdf').
 
-    Raises:
+    Raises
+    ------
         SimConfigError: no such file (names both places looked at).
 
     """
@@ -91,20 +92,32 @@ class Robot:
     """
     A fixed-base URDF arm in its own pybullet DIRECT client.
 
-    Args:
-        urdf: file path, pybullet_data model name, or URDF XML text.
-        joint_names: controlled joints (action order); None = all revolute/prismatic joints
-            in URDF (pybullet index) order.
-        ee_link: end-effector link name; None = child link of the last controlled joint.
-        base_position: world position of the base link frame (m).
-        base_orientation: world orientation of the base link frame, quaternion (x, y, z, w).
-        limits: per-joint overrides {joint: {'lower', 'upper', 'velocity', 'effort'}}.
-        self_collision: simulate collisions between the robot's own links and report them.
-        ground_plane: load pybullet_data's plane.urdf at z = 0.
-        gravity: world gravity along z (m/s^2).
-        physics_rate_hz: physics time step is 1 / physics_rate_hz.
-        mesh_search_paths: extra folders in which mesh files of a URDF given as text are looked
-            up (pybullet_data and its sub-folders are always searched last).
+    Parameters
+    ----------
+    urdf
+        file path, pybullet_data model name, or URDF XML text.
+    joint_names
+        controlled joints (action order); None = all revolute/prismatic joints
+        in URDF (pybullet index) order.
+    ee_link
+        end-effector link name; None = child link of the last controlled joint.
+    base_position
+        world position of the base link frame (m).
+    base_orientation
+        world orientation of the base link frame, quaternion (x, y, z, w).
+    limits
+        per-joint overrides {joint: {'lower', 'upper', 'velocity', 'effort'}}.
+    self_collision
+        simulate collisions between the robot's own links and report them.
+    ground_plane
+        load pybullet_data's plane.urdf at z = 0.
+    gravity
+        world gravity along z (m/s^2).
+    physics_rate_hz
+        physics time step is 1 / physics_rate_hz.
+    mesh_search_paths
+        extra folders in which mesh files of a URDF given as text are looked
+        up (pybullet_data and its sub-folders are always searched last).
 
     """
 
@@ -207,8 +220,8 @@ class Robot:
     # ------------------------------------------------------------------ loading
     def _load(self, load_path: Path | None, flags: int, mesh_dirs: Sequence[str | Path]) -> int:
         cid = self.client
-        kwargs = dict(basePosition=self.base_position, baseOrientation=self.base_orientation,
-                      useFixedBase=True, flags=flags, physicsClientId=cid)
+        kwargs = {'basePosition': self.base_position, 'baseOrientation': self.base_orientation,
+                  'useFixedBase': True, 'flags': flags, 'physicsClientId': cid}
         if load_path is not None:
             body = p.loadURDF(str(load_path), **kwargs)
         else:
@@ -303,7 +316,7 @@ class Robot:
                        if c[8] < SELF_COLLISION_DISTANCE})
 
     def in_self_collision(self) -> bool:
-        """True if any two of the robot's links touched in the last physics step."""
+        """Tell whether any two of the robot's links touched in the last physics step."""
         if not self.self_collision:
             return False
         contacts = p.getContactPoints(self.body, self.body, physicsClientId=self.client)
