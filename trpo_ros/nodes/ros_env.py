@@ -11,7 +11,7 @@ end-effector position comes from numpy forward kinematics on the URDF received o
 ``/robot_description``. Goals are drawn here (``self.np_random``, the YAML's goal box) and
 published on ``/trpo/goal`` (PointStamped, transient local) for markers on the robot side.
 
-Design (see docs/ros_env.md):
+Design (see the README section "Training or fine-tuning over ROS 2 topics"):
 
 - The node has its own rclpy Context and is spun by a SingleThreadedExecutor on a daemon
   thread; step/reset wait on a condition variable the state callback notifies. States are
