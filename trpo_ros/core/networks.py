@@ -133,8 +133,3 @@ class ActionScaler(nn.Module):
         """Env action for normalized action u."""
         u = torch.where(self.bounded, torch.clamp(u, -1.0, 1.0), u)
         return self.center + self.half_range * u
-
-    def to_env(self, u: np.ndarray) -> np.ndarray:
-        """Numpy version used during rollouts."""
-        with torch.no_grad():
-            return self(torch.as_tensor(u, dtype=torch.float32)).numpy()
