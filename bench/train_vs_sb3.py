@@ -8,7 +8,7 @@ Usage:
 Both algorithms train on the same env (default HopperBulletEnv-v0, registered by
 `pybullet_envs_gymnasium`) for the same number of env steps with matched settings:
 
-    n_envs 1, n_steps, batch = n_steps       delta = target_kl = 0.01 (ours: trust_region='fixed')
+    n_envs 1, n_steps, batch = n_steps       target_kl 0.01 (ours: trust_region='fixed', below)
     CG iterations (cg_iters = cg_max_steps)  cg_damping 0.1, sub_sampling / fisher_subsample = all
     line search 10 steps, decay 0.8          (sb3 defaults; ours is set to match)
     critic: Adam lr 1e-3, 10 epochs x minibatch 128 (sb3 n_critic_updates / batch_size)
@@ -17,6 +17,14 @@ Both algorithms train on the same env (default HopperBulletEnv-v0, registered by
     obs normalization clip 10 + reward scaling by the discounted-return std
         (ours: normalize_obs + normalize_rewards, sb3: VecNormalize(norm_obs, norm_reward))
     advantage standardization on, torch.set_num_threads(1) in both.
+
+The trust region needs translating: sb3-contrib's KL is `kl_divergence(...).mean()` over a
+[batch, act_dim] tensor, i.e. the mean over action DIMENSIONS as well as states, while ours
+(as in the paper) sums over dimensions. So sb3's target_kl 0.01 on Hopper's 3 action
+dimensions is a trust region of 0.03 in our KL, and its damping 0.1 on F / 3 is 0.3 on F:
+with delta = act_dim * target_kl and cg_damping = act_dim * 0.1 ours takes exactly sb3's step
+(row 'ours-matched'; `sb3_kl_factor` checks the per-dimension mean on sb3's own code each run).
+Row 'ours-fixed' keeps delta 0.01 in our KL: act_dim times tighter than sb3.
 
 Remaining (inherent) differences: sb3's CG starts from 1e-4 * randn and spends one extra
 Fisher-vector product on the initial residual; sb3's VecNormalize updates observation stats
@@ -84,8 +92,9 @@ def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
         n_steps=spec['n_steps'], gamma=MATCHED['gamma'], gae_lambda=MATCHED['gae_lambda'],
         hidden_sizes=MATCHED['hidden'], init_log_std=MATCHED['init_log_std'],
         normalize_obs=True, obs_clip=MATCHED['obs_clip'], normalize_rewards=True,
-        normalize_advantages=True, delta=MATCHED['delta'], trust_region=spec['trust_region'],
-        cg_iters=spec['cg_iters'], cg_damping=MATCHED['cg_damping'], fisher_subsample=1.0,
+        normalize_advantages=True, delta=spec['delta'], delta_max=max(spec['delta'], 0.02),
+        trust_region=spec['trust_region'], cg_iters=spec['cg_iters'],
+        cg_damping=spec['cg_damping'], fisher_subsample=1.0,
         line_search_steps=MATCHED['line_search_steps'],
         line_search_decay=MATCHED['line_search_decay'], critic_lr=MATCHED['critic_lr'],
         n_critic_epochs=MATCHED['n_critic_epochs'],
@@ -154,6 +163,34 @@ def run_sb3(spec: dict[str, Any]) -> dict[str, Any]:
             'train_return_last': float(np.mean(buffer[-10:])) if buffer else float('nan')}
 
 
+def sb3_kl_factor(env_id: str) -> int:
+    """
+    Return k such that sb3-contrib's KL == ours / k for the env's diagonal Gaussian policy.
+
+    Checked numerically on sb3's own `kl_divergence` (what its TRPO line search and Fisher
+    use); k is the number of action dimensions because sb3 averages over them.
+    """
+    from stable_baselines3.common.distributions import DiagGaussianDistribution, kl_divergence
+    import torch
+    from torch.distributions import Normal
+    from trpo_ros.core.rollout import make_env
+
+    env = make_env(env_id)
+    act_dim = int(env.action_space.shape[0])
+    env.close()
+    generator = torch.Generator().manual_seed(0)
+    mean_a, mean_b = torch.randn(2, 64, act_dim, generator=generator)
+    log_std_a, log_std_b = 0.3 * torch.randn(2, act_dim, generator=generator)
+    sb3 = kl_divergence(DiagGaussianDistribution(act_dim).proba_distribution(mean_a, log_std_a),
+                        DiagGaussianDistribution(act_dim).proba_distribution(mean_b, log_std_b))
+    ours = torch.distributions.kl_divergence(Normal(mean_a, log_std_a.exp()),
+                                             Normal(mean_b, log_std_b.exp())).sum(-1).mean()
+    factor = (ours / sb3.mean()).item()
+    if abs(factor - act_dim) > 1e-4 * act_dim:
+        raise RuntimeError(f'sb3 KL semantics changed: ours / sb3 = {factor}, expected {act_dim}')
+    return act_dim
+
+
 def worker(spec: dict[str, Any]) -> None:
     """Entry point of a subprocess: one training run, result as one JSON line on stdout."""
     result = run_ours(spec) if spec['algo'].startswith('ours') else run_sb3(spec)
@@ -196,7 +233,8 @@ def summarize(results: list[dict[str, Any]], algos: list[str]) -> dict[str, dict
     return out
 
 
-LABELS = {'ours-fixed': "trpo_ros (trust_region='fixed')",
+LABELS = {'ours-fixed': "trpo_ros (trust_region='fixed', delta 0.01)",
+          'ours-matched': "trpo_ros ('fixed', sb3's trust region: delta = act_dim x 0.01)",
           'ours-adaptive': "trpo_ros (trust_region='adaptive', default)",
           'sb3': 'sb3-contrib TRPO'}
 
@@ -216,7 +254,7 @@ def table(summary: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
         f'sb3-contrib {sb3_contrib.__version__}; torch threads 1. '
         f'{len(args.seeds)} seeds ({", ".join(map(str, args.seeds))}) x {sb3["steps"]} steps '
         f'({sb3["iterations"]} iterations of n_steps {args.n_steps}, n_envs 1), '
-        f'CG {args.cg_iters} iters, delta 0.01, line search 10 x 0.8, critic 10 x 128, '
+        f'CG {args.cg_iters} iters, target_kl 0.01, line search 10 x 0.8, critic 10 x 128, '
         f'64-64 tanh; eval: {args.eval_episodes} deterministic episodes per seed.',
         '',
         '| algorithm | env steps/s (median, min-max) | speed vs sb3 (median of medians; '
@@ -258,7 +296,13 @@ def main() -> None:
     if args.scratch:
         Path(args.scratch).mkdir(parents=True, exist_ok=True)
 
-    algos = ['ours-fixed', 'sb3'] + (['ours-adaptive'] if args.adaptive else [])
+    algos = ['ours-matched', 'sb3', 'ours-fixed'] + (['ours-adaptive'] if args.adaptive else [])
+    factor = sb3_kl_factor(args.env_id)
+    delta, damping = MATCHED['delta'], MATCHED['cg_damping']
+    print(f"sb3-contrib's KL is the mean over {factor} action dimensions (checked): its "
+          f'target_kl {delta} is delta {factor * delta:g} in ours', flush=True)
+    trust = dict.fromkeys(algos, (delta, damping))  # (delta, cg_damping) per row
+    trust['ours-matched'] = (factor * delta, factor * damping)
     results = []
     for i, seed in enumerate(args.seeds):
         order = algos if i % 2 == 0 else list(reversed(algos))  # alternate who goes first
@@ -266,7 +310,8 @@ def main() -> None:
             spec = {'algo': algo, 'seed': seed, 'env_id': args.env_id, 'steps': args.steps,
                     'n_steps': args.n_steps, 'cg_iters': args.cg_iters,
                     'eval_episodes': args.eval_episodes, 'scratch': args.scratch,
-                    'trust_region': 'adaptive' if algo == 'ours-adaptive' else 'fixed'}
+                    'trust_region': 'adaptive' if algo == 'ours-adaptive' else 'fixed',
+                    'delta': trust[algo][0], 'cg_damping': trust[algo][1]}
             r = launch(spec)
             results.append(r)
             print(f"{algo:14s} seed {seed}: {r['steps']} steps in {r['wall']:.1f}s = "
@@ -277,7 +322,7 @@ def main() -> None:
     summary = summarize(results, algos)
     print()
     print(table(summary, args))
-    ours, sb3 = summary['ours-fixed'], summary['sb3']
+    ours, sb3 = summary['ours-matched'], summary['sb3']
     speed = ours['sps_median'] / sb3['sps_median']
     print(f'\nTarget (ours >= 1.5x sb3 steps/s, eval mean not lower): speed {speed:.2f}x '
           f"{'OK' if speed >= 1.5 else 'MISSED'}; eval {ours['eval_mean']:.1f} vs "
