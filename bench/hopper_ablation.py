@@ -1,0 +1,118 @@
+"""
+Hopper ablations: which part of trpo_ros's data path separates it from sb3-contrib TRPO.
+
+Usage (one run; prints one RESULT json line):
+    .venv/bin/python bench/hopper_ablation.py VARIANT SEED
+
+VARIANT joins flags with '+': 'base' (trpo_ros as shipped), 'd03' (sb3's trust region on
+Hopper: delta 0.03, cg_damping 0.3, see train_vs_sb3.py), 'rclip' (scaled rewards clipped to
++-10), 'rstep' (RewardScaler statistics updated every step), 'obsw' (gymnasium
+NormalizeObservation + clip 10 in the env instead of our ObsNormalizer), 'rew' (gymnasium
+NormalizeReward + clip 10 instead of our RewardScaler). Everything else is train_vs_sb3.py's
+matched config (1 env, 1024 steps per iteration, 100k steps, 10 evaluation episodes). The
+variants patch trpo_ros in this process only. Results: README, "Against sb3-contrib TRPO".
+"""
+import json
+from pathlib import Path
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+def run(variant: str, seed: int, steps: int = 100_000) -> dict:
+    """Train one variant on one seed; return its evaluation and a few training statistics."""
+    import gymnasium as gym
+    import torch
+    from train_vs_sb3 import MATCHED
+    from trpo_ros.core.config import TRPOConfig
+    import trpo_ros.core.rollout as rollout
+    from trpo_ros.core.trainer import Trainer
+
+    flags = set(variant.split('+')) - {'base'}
+    torch.set_num_threads(1)
+    original_make_env = rollout.make_env
+
+    def wrapped_make_env(env_id, env_kwargs=None, render_mode=None):
+        env = original_make_env(env_id, env_kwargs, render_mode)
+        if 'obsw' in flags:
+            env = gym.wrappers.NormalizeObservation(env)
+            env = gym.wrappers.TransformObservation(env, lambda o: np.clip(o, -10, 10),
+                                                    env.observation_space)
+        if 'rew' in flags:
+            env = gym.wrappers.NormalizeReward(env, gamma=0.99)
+            env = gym.wrappers.TransformReward(env, lambda r: float(np.clip(r, -10, 10)))
+        return env
+
+    if flags & {'obsw', 'rew'}:
+        rollout.make_env = wrapped_make_env
+    if 'rclip' in flags:
+        original_scale = rollout.RewardScaler.scale
+        rollout.RewardScaler.scale = lambda self, r, d: np.clip(original_scale(self, r, d),
+                                                                -10, 10)
+    if 'rstep' in flags:  # per-step statistics, as VecNormalize
+        from trpo_ros.core.networks import merge_moments
+
+        def scale_per_step(self, rewards, done):
+            out = np.empty(rewards.shape, np.float32)
+            for t in range(len(rewards)):
+                self.discounted = self.discounted * self.gamma + rewards[t]
+                self.mean, self.var, self.count = merge_moments(
+                    self.mean, self.var, self.count, self.discounted.mean(), self.discounted.var(),
+                    self.discounted.size)
+                out[t] = np.clip(rewards[t] / np.sqrt(self.var + 1e-8), -10, 10)
+                self.discounted[done[t]] = 0.0
+            return out
+        rollout.RewardScaler.scale = scale_per_step
+
+    config = TRPOConfig(
+        env_id='HopperBulletEnv-v0', seed=seed, total_steps=steps, n_envs=1,
+        n_steps=1024, gamma=0.99, gae_lambda=0.95,
+        hidden_sizes=MATCHED['hidden'], init_log_std=MATCHED['init_log_std'],
+        normalize_obs='obsw' not in flags, obs_clip=10.0,
+        normalize_rewards='rew' not in flags,
+        normalize_advantages=True, delta=0.03 if 'd03' in flags else 0.01,
+        delta_max=0.03 if 'd03' in flags else 0.02, trust_region='fixed',
+        cg_iters=10, cg_damping=0.3 if 'd03' in flags else 0.1, fisher_subsample=1.0,
+        line_search_steps=10, line_search_decay=0.8, critic_lr=1e-3,
+        n_critic_epochs=10, critic_batch_size=128, rollback_on_regression=False,
+        checkpoint_every=10**9, eval_every=0, eval_episodes=10, torch_threads=1)
+    with tempfile.TemporaryDirectory(prefix='abl_') as run_dir:
+        trainer = Trainer(config, Path(run_dir) / 'run', tensorboard=False)
+        rows = []
+        started = time.perf_counter()
+        while trainer.env_steps < config.total_steps:
+            rows.append(trainer.train_iteration())
+        wall = time.perf_counter() - started
+        if 'obsw' in flags:
+            train_wrapper = trainer.collector.envs.envs[0]
+            while not isinstance(train_wrapper, gym.wrappers.NormalizeObservation):
+                train_wrapper = train_wrapper.env
+            rms = train_wrapper.obs_rms
+            env = original_make_env('HopperBulletEnv-v0')
+
+            def act(obs):
+                x = np.clip((obs - rms.mean) / np.sqrt(rms.var + 1e-8), -10, 10)
+                with torch.no_grad():
+                    u = trainer.actor(torch.as_tensor(x[None], dtype=torch.float32))
+                    return trainer.scaler(u)[0].numpy()
+            result = rollout.evaluate(env, act, 10, seed=seed + 10_000)
+            env.close()
+        else:
+            result = trainer.evaluate(10)
+        trainer.close()
+    returns = [r['rollout/ep_return_mean'] for r in rows]
+    return {'variant': variant, 'seed': seed, 'wall': wall, 'eval': result['return_mean'],
+            'train_last': returns[-1],
+            'accepted': float(np.mean([r['train/step_accepted'] for r in rows])),
+            'ls_steps': float(np.mean([r['train/line_search_steps'] for r in rows])),
+            'ev': float(np.nanmean([r['train/explained_variance'] for r in rows[-10:]])),
+            'entropy_last': rows[-1]['train/entropy']}
+
+
+if __name__ == '__main__':
+    out = run(sys.argv[1], int(sys.argv[2]))
+    print('RESULT ' + json.dumps(out), flush=True)
