@@ -6,11 +6,12 @@ Usage (one run; prints one RESULT json line):
 
 VARIANT joins flags with '+': 'base' (trpo_ros as shipped), 'd03' (sb3's trust region on
 Hopper: delta 0.03, cg_damping 0.3, see train_vs_sb3.py), 'rclip' (scaled rewards clipped to
-+-10), 'rstep' (RewardScaler statistics updated every step), 'obsw' (gymnasium
-NormalizeObservation + clip 10 in the env instead of our ObsNormalizer), 'rew' (gymnasium
-NormalizeReward + clip 10 instead of our RewardScaler). Everything else is train_vs_sb3.py's
-matched config (1 env, 1024 steps per iteration, 100k steps, 10 evaluation episodes). The
-variants patch trpo_ros in this process only. Results: README, "Against sb3-contrib TRPO".
++-10), 'rsb3' (VecNormalize's reward scaling as an env wrapper), 'rstep' (RewardScaler
+statistics updated every step), 'obsw' (gymnasium NormalizeObservation + clip 10 in the env
+instead of our ObsNormalizer), 'rew' (gymnasium NormalizeReward + clip 10 instead of our
+RewardScaler). Everything else is train_vs_sb3.py's matched config (1 env, 1024 steps per
+iteration, 100k steps, 10 evaluation episodes). The variants patch trpo_ros in this process
+only. Results: README, "Against sb3-contrib TRPO".
 """
 import json
 from pathlib import Path
@@ -18,14 +19,32 @@ import sys
 import tempfile
 import time
 
+import gymnasium as gym
 import numpy as np
+from trpo_ros.core.networks import merge_moments
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 
+class Sb3RewardScaling(gym.Wrapper):
+    """VecNormalize's reward scaling as an env wrapper: per step, reset at any episode end."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.discounted, self.stats = 0.0, (0.0, 1.0, 1e-4)
+
+    def step(self, action):  # noqa: ANN001, ANN201, D102
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.discounted = self.discounted * 0.99 + float(reward)
+        self.stats = merge_moments(*self.stats, self.discounted, 0.0, 1)
+        scaled = float(np.clip(reward / np.sqrt(self.stats[1] + 1e-8), -10, 10))
+        if terminated or truncated:
+            self.discounted = 0.0
+        return obs, scaled, terminated, truncated, info
+
+
 def run(variant: str, seed: int, steps: int = 100_000) -> dict:
     """Train one variant on one seed; return its evaluation and a few training statistics."""
-    import gymnasium as gym
     import torch
     from train_vs_sb3 import MATCHED
     from trpo_ros.core.config import TRPOConfig
@@ -42,12 +61,14 @@ def run(variant: str, seed: int, steps: int = 100_000) -> dict:
             env = gym.wrappers.NormalizeObservation(env)
             env = gym.wrappers.TransformObservation(env, lambda o: np.clip(o, -10, 10),
                                                     env.observation_space)
+        if 'rsb3' in flags:
+            env = Sb3RewardScaling(env)
         if 'rew' in flags:
             env = gym.wrappers.NormalizeReward(env, gamma=0.99)
             env = gym.wrappers.TransformReward(env, lambda r: float(np.clip(r, -10, 10)))
         return env
 
-    if flags & {'obsw', 'rew'}:
+    if flags & {'obsw', 'rew', 'rsb3'}:
         rollout.make_env = wrapped_make_env
     if 'rclip' in flags:
         original_scale = rollout.RewardScaler.scale
@@ -73,7 +94,7 @@ def run(variant: str, seed: int, steps: int = 100_000) -> dict:
         n_steps=1024, gamma=0.99, gae_lambda=0.95,
         hidden_sizes=MATCHED['hidden'], init_log_std=MATCHED['init_log_std'],
         normalize_obs='obsw' not in flags, obs_clip=10.0,
-        normalize_rewards='rew' not in flags,
+        normalize_rewards=not flags & {'rew', 'rsb3'},
         normalize_advantages=True, delta=0.03 if 'd03' in flags else 0.01,
         delta_max=0.03 if 'd03' in flags else 0.02, trust_region='fixed',
         cg_iters=10, cg_damping=0.3 if 'd03' in flags else 0.1, fisher_subsample=1.0,
