@@ -30,6 +30,7 @@ Remaining (inherent) differences: sb3's CG starts from 1e-4 * randn and spends o
 Fisher-vector product on the initial residual; sb3's VecNormalize updates observation stats
 every step and clips scaled rewards to +-10, ours updates once per batch and does not clip;
 sb3's Adam uses eps 1e-5 (ours 1e-8); sb3 constrains KL(new || old), ours KL(old || new).
+bench/hopper_ablation.py measures the normalization differences one at a time.
 
 Each training run is a fresh subprocess (isolation; interpreter start-up is not timed). Runs
 are interleaved seed by seed, alternating which algorithm goes first, and the table reports
