@@ -13,6 +13,7 @@ RewardScaler). Everything else is train_vs_sb3.py's matched config (1 env, 1024 
 iteration, 100k steps, 10 evaluation episodes). The variants patch trpo_ros in this process
 only. Results: README, "Against sb3-contrib TRPO".
 """
+import dataclasses
 import json
 from pathlib import Path
 import sys
@@ -46,8 +47,7 @@ class Sb3RewardScaling(gym.Wrapper):
 def run(variant: str, seed: int, steps: int = 100_000) -> dict:
     """Train one variant on one seed; return its evaluation and a few training statistics."""
     import torch
-    from train_vs_sb3 import MATCHED
-    from trpo_ros.core.config import TRPOConfig
+    from train_vs_sb3 import matched_config
     import trpo_ros.core.rollout as rollout
     from trpo_ros.core.trainer import Trainer
 
@@ -75,8 +75,6 @@ def run(variant: str, seed: int, steps: int = 100_000) -> dict:
         rollout.RewardScaler.scale = lambda self, r, d: np.clip(original_scale(self, r, d),
                                                                 -10, 10)
     if 'rstep' in flags:  # per-step statistics, as VecNormalize
-        from trpo_ros.core.networks import merge_moments
-
         def scale_per_step(self, rewards, done):
             out = np.empty(rewards.shape, np.float32)
             for t in range(len(rewards)):
@@ -89,18 +87,12 @@ def run(variant: str, seed: int, steps: int = 100_000) -> dict:
             return out
         rollout.RewardScaler.scale = scale_per_step
 
-    config = TRPOConfig(
-        env_id='HopperBulletEnv-v0', seed=seed, total_steps=steps, n_envs=1,
-        n_steps=1024, gamma=0.99, gae_lambda=0.95,
-        hidden_sizes=MATCHED['hidden'], init_log_std=MATCHED['init_log_std'],
-        normalize_obs='obsw' not in flags, obs_clip=10.0,
-        normalize_rewards=not flags & {'rew', 'rsb3'},
-        normalize_advantages=True, delta=0.03 if 'd03' in flags else 0.01,
-        delta_max=0.03 if 'd03' in flags else 0.02, trust_region='fixed',
-        cg_iters=10, cg_damping=0.3 if 'd03' in flags else 0.1, fisher_subsample=1.0,
-        line_search_steps=10, line_search_decay=0.8, critic_lr=1e-3,
-        n_critic_epochs=10, critic_batch_size=128, rollback_on_regression=False,
-        checkpoint_every=10**9, eval_every=0, eval_episodes=10, torch_threads=1)
+    d03 = 'd03' in flags
+    spec = {'env_id': 'HopperBulletEnv-v0', 'seed': seed, 'steps': steps, 'n_steps': 1024,
+            'cg_iters': 10, 'eval_episodes': 10, 'trust_region': 'fixed',
+            'delta': 0.03 if d03 else 0.01, 'cg_damping': 0.3 if d03 else 0.1}
+    config = dataclasses.replace(matched_config(spec), normalize_obs='obsw' not in flags,
+                                 normalize_rewards=not flags & {'rew', 'rsb3'})
     with tempfile.TemporaryDirectory(prefix='abl_') as run_dir:
         trainer = Trainer(config, Path(run_dir) / 'run', tensorboard=False)
         rows = []

@@ -81,14 +81,11 @@ MATCHED = {
 # ---------------------------------------------------------------------------- workers
 
 
-def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
-    """Train trpo_ros's Trainer; returns timing and evaluation."""
-    import torch
+def matched_config(spec: dict[str, Any]) -> Any:
+    """Our TRPOConfig for one run: MATCHED plus the spec's env, seed, sizes, trust region."""
     from trpo_ros.core.config import TRPOConfig
-    from trpo_ros.core.trainer import Trainer
 
-    torch.set_num_threads(1)
-    config = TRPOConfig(
+    return TRPOConfig(
         env_id=spec['env_id'], seed=spec['seed'], total_steps=spec['steps'], n_envs=1,
         n_steps=spec['n_steps'], gamma=MATCHED['gamma'], gae_lambda=MATCHED['gae_lambda'],
         hidden_sizes=MATCHED['hidden'], init_log_std=MATCHED['init_log_std'],
@@ -102,6 +99,15 @@ def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
         critic_batch_size=MATCHED['critic_batch_size'], rollback_on_regression=False,
         checkpoint_every=10**9, eval_every=0, eval_episodes=spec['eval_episodes'],
         torch_threads=1)
+
+
+def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
+    """Train trpo_ros's Trainer; returns timing and evaluation."""
+    import torch
+    from trpo_ros.core.trainer import Trainer
+
+    torch.set_num_threads(1)
+    config = matched_config(spec)
     with tempfile.TemporaryDirectory(prefix='ours_', dir=spec['scratch']) as run_dir:
         trainer = Trainer(config, Path(run_dir) / 'run', tensorboard=False)
         returns: list[float] = []
