@@ -155,8 +155,8 @@ class RolloutCollector:
     """
     Steps the vector env with the current stochastic policy.
 
-    Episode bookkeeping carries
-    across iterations, so episodes that span two batches are counted once, whole.
+    Episode bookkeeping carries across iterations, so episodes that span two batches are
+    counted once, whole.
 
     A rollout backend is anything with this `collect` and `close` (see ray_rollout.py).
     """

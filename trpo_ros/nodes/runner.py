@@ -1,5 +1,5 @@
 """
-Run one or several nodes in a process: MultiThreadedExecutor, clean SIGINT/SIGTERM exit.
+Run nodes in a process (multi- or single-threaded executor), clean SIGINT/SIGTERM exit.
 
 rclpy's own signal handlers are turned off; SIGINT and SIGTERM set a flag that the spin loop
 checks at least every `poll` seconds, then the nodes are destroyed, the context shut down, and
