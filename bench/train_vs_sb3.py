@@ -14,8 +14,9 @@ Both algorithms train on the same env (default HopperBulletEnv-v0, registered by
     critic: Adam lr 1e-3, 10 epochs x minibatch 128 (sb3 n_critic_updates / batch_size)
     separate 64-64 tanh MLPs for pi and V, orthogonal init (gains sqrt2 / 0.01 / 1)
     log-std init -0.5 (ours: init_log_std, sb3: log_std_init), gamma 0.99, GAE lambda 0.95
-    obs normalization clip 10 + reward scaling by the discounted-return std
-        (ours: normalize_obs + normalize_rewards, sb3: VecNormalize(norm_obs, norm_reward))
+    obs normalization clip 10 + reward scaling by the discounted-return std, clip 10, both
+        updated every step (ours: normalize_obs + normalize_rewards + reward_clip,
+        sb3: VecNormalize(norm_obs, norm_reward))
     advantage standardization on, torch.set_num_threads(1) in both.
 
 The trust region needs translating: sb3-contrib's KL is `kl_divergence(...).mean()` over a
@@ -27,10 +28,10 @@ with delta = act_dim * target_kl and cg_damping = act_dim * 0.1 ours takes exact
 Row 'ours-fixed' keeps delta 0.01 in our KL: act_dim times tighter than sb3.
 
 Remaining (inherent) differences: sb3's CG starts from 1e-4 * randn and spends one extra
-Fisher-vector product on the initial residual; sb3's VecNormalize updates observation stats
-every step and clips scaled rewards to +-10, ours updates once per batch and does not clip;
-sb3's Adam uses eps 1e-5 (ours 1e-8); sb3 constrains KL(new || old), ours KL(old || new).
-bench/hopper_ablation.py measures the normalization differences one at a time.
+Fisher-vector product on the initial residual; VecNormalize restarts the discounted return
+of its reward scaling at every episode end, ours at terminations only (a truncated task goes
+on); sb3's Adam uses eps 1e-5 (ours 1e-8); sb3 constrains KL(new || old), ours KL(old || new).
+bench/hopper_ablation.py swaps our normalization for gymnasium's wrappers one at a time.
 
 Each training run is a fresh subprocess (isolation; interpreter start-up is not timed). Runs
 are interleaved seed by seed, alternating which algorithm goes first, and the table reports

@@ -75,13 +75,18 @@ def test_trainer_on_two_workers_batch_metrics_and_normalizer(tmp_path):
     assert all(b.obs.shape == (256, 2, 3) and b.size == 512 for b in batches)
     # Pendulum episodes are 200 steps: each env ends one in the first batch.
     assert len(batches[0].episode_returns) == 2
-    # The learner's normalizer = statistics of all observations of the joined batches.
+    # The learner's normalizer has taken in every raw observation of both workers: the
+    # reset ones and one per step per env.
+    assert float(trainer.normalizer.count) == pytest.approx(2 + 3 * 512 + 1e-4)
+    assert [b.obs_moments[2] for b in batches] == [514, 512, 512]
     reference = ObsNormalizer(3)
     for batch in batches:
-        reference.update(np.concatenate([batch.obs[:, k] for k in range(2)]))
+        reference.merge(*batch.obs_moments)
     assert torch.allclose(trainer.normalizer.mean, reference.mean, rtol=1e-12, atol=1e-12)
     assert torch.allclose(trainer.normalizer.var, reference.var, rtol=1e-12, atol=1e-12)
-    assert trainer.normalizer.count == reference.count
+    # Pendulum's observations are cos, sin and velocity: the running mean of cos/sin is in
+    # [-1, 1] and the variance is positive.
+    assert torch.all(trainer.normalizer.mean[:2].abs() <= 1) and torch.all(reference.var > 0)
 
 
 def test_one_worker_reproduces_local_backend():
@@ -101,7 +106,9 @@ def test_one_worker_reproduces_local_backend():
             assert a.episode_returns == b.episode_returns
             assert a.episode_lengths == b.episode_lengths
             assert torch.equal(g_local.get_state(), g_ray.get_state())
-            normalizer.update(a.obs)
+            assert a.obs_moments[2] == b.obs_moments[2]
+            np.testing.assert_array_equal(a.obs_moments[0], b.obs_moments[0])
+            normalizer.merge(*a.obs_moments)
     finally:
         local.close()
         remote.close()

@@ -48,11 +48,13 @@ class TRPOConfig:
     init_log_std: float = -0.5
     """Initial log standard deviation of the Gaussian policy (in normalized action units)."""
     normalize_obs: bool = True
-    """Normalize observations by running mean/variance (saved with the model and exported)."""
+    """Normalize observations by running mean/variance, updated every step (frozen on export)."""
     obs_clip: float = 10.0
     """Normalized observations are clipped to [-obs_clip, obs_clip]."""
     normalize_rewards: bool = True
     """Scale rewards by the running std of the discounted return (metrics stay unscaled)."""
+    reward_clip: float = 10.0
+    """Scaled rewards are clipped to [-reward_clip, reward_clip]."""
     normalize_advantages: bool = True
     """Standardize advantages within each batch."""
     delta: float = 0.01
@@ -104,7 +106,8 @@ class TRPOConfig:
         """Reject values that cannot make a working run, naming the field."""
         positive = ('delta', 'delta_min', 'delta_max', 'total_steps', 'n_envs', 'n_steps',
                     'cg_iters', 'line_search_steps', 'critic_lr', 'critic_batch_size',
-                    'obs_clip', 'eval_episodes', 'torch_threads', 'checkpoint_every')
+                    'obs_clip', 'reward_clip', 'eval_episodes', 'torch_threads',
+                    'checkpoint_every')
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ConfigError(f'{name} must be > 0, got {getattr(self, name)!r}')

@@ -41,7 +41,7 @@ class ObsNormalizer(nn.Module):
     Running mean/variance of observations.
 
     Its state lives in buffers, so it is saved with the model and traced into the ONNX
-    graph. It only changes when `update` is called.
+    graph. It only changes when `update` or `merge` is called.
     """
 
     def __init__(self, obs_dim: int, clip: float = 10.0, enabled: bool = True) -> None:
@@ -52,18 +52,19 @@ class ObsNormalizer(nn.Module):
         self.register_buffer('var', torch.ones(obs_dim, dtype=torch.float64))
         self.register_buffer('count', torch.tensor(1e-4, dtype=torch.float64))
 
-    @torch.no_grad()
-    def update(self, batch: np.ndarray | torch.Tensor) -> None:
+    def update(self, batch: np.ndarray) -> None:
         """Merge a batch [n, obs_dim] into the running statistics (parallel Welford)."""
-        if not self.enabled:
-            return
-        x = torch.as_tensor(batch, dtype=torch.float64).reshape(-1, self.mean.numel())
-        self.merge(x.mean(0), x.var(0, unbiased=False), x.shape[0])
+        x = np.asarray(batch, np.float64).reshape(-1, self.mean.numel())
+        self.merge(x.mean(0), x.var(0), len(x))
 
     @torch.no_grad()
-    def merge(self, mean: torch.Tensor, var: torch.Tensor, count: float) -> None:
+    def merge(self, mean: np.ndarray, var: np.ndarray, count: float) -> None:
         """Merge statistics (mean, population variance, count) of another set of samples."""
-        new_mean, new_var, total = merge_moments(self.mean, self.var, self.count, mean, var, count)
+        if not self.enabled:
+            return
+        new_mean, new_var, total = merge_moments(
+            self.mean, self.var, self.count, torch.tensor(mean, dtype=torch.float64),
+            torch.tensor(var, dtype=torch.float64), count)
         self.mean.copy_(new_mean)
         self.var.copy_(new_var)
         self.count.copy_(total)

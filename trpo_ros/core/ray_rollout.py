@@ -11,7 +11,10 @@ policy and gathers what it returns). Per iteration:
    `n_steps` times with no further traffic;
 3. the learner gathers the batches (`ray.wait`) and concatenates them along the env axis, so
    the Batch has `num_workers * envs_per_worker` columns, worker k's envs in columns
-   k*m .. k*m+m-1 — the layout of a local collector with that many envs.
+   k*m .. k*m+m-1 — the layout of a local collector with that many envs. Each worker
+   normalizes observations with the learner's statistics plus its own observations so far;
+   the joined `obs_moments` (all workers' raw observations) go back into the learner's
+   normalizer.
 
 Seeding (so that one worker reproduces the local backend exactly): worker k resets its envs
 with `seed + k * envs_per_worker` (env j of the whole batch gets `seed + j`, as in a local
@@ -41,7 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 from trpo_ros.core.config import ConfigError, from_dict, TRPOConfig
-from trpo_ros.core.networks import ActionScaler, GaussianActor, ObsNormalizer
+from trpo_ros.core.networks import ActionScaler, GaussianActor, merge_moments, ObsNormalizer
 from trpo_ros.core.rollout import Batch, make_vector_env, RolloutCollector
 
 CONNECT_TIMEOUT_S = 3.0
@@ -221,8 +224,11 @@ def concatenate(batches: list[Batch], lost_steps: int = 0) -> Batch:
     def cat(name: str) -> np.ndarray:
         return np.concatenate([getattr(b, name) for b in batches], axis=1)
 
+    moments = batches[0].obs_moments
+    for b in batches[1:]:
+        moments = merge_moments(*moments, *b.obs_moments)
     joined = Batch(cat('obs'), cat('actions'), cat('rewards'), cat('terminated'),
-                   cat('truncated'), cat('next_obs'), lost_steps=lost_steps)
+                   cat('truncated'), cat('next_obs'), moments, lost_steps=lost_steps)
     for b in batches:
         joined.episode_returns.extend(b.episode_returns)
         joined.episode_lengths.extend(b.episode_lengths)

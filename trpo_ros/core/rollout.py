@@ -71,16 +71,19 @@ class _EnvFactory:
 
 @dataclass
 class Batch:
-    """One iteration's experience, arrays shaped [T, n_envs, ...] (raw observations)."""
+    """One iteration's experience, arrays shaped [T, n_envs, ...]."""
 
     obs: np.ndarray
+    """Observations as the policy saw them: normalized with the statistics of that step."""
     actions: np.ndarray
     """Normalized (pre-scaling) policy actions u."""
     rewards: np.ndarray
     terminated: np.ndarray
     truncated: np.ndarray
     next_obs: np.ndarray
-    """True next observation (the final one, not the reset one, at episode ends)."""
+    """Normalized true next observation (the final one, not the reset one, at episode ends)."""
+    obs_moments: tuple[np.ndarray, np.ndarray, int]
+    """(mean, variance, count) of the raw observations the envs returned during the batch."""
     episode_returns: list[float] = field(default_factory=list)
     episode_lengths: list[int] = field(default_factory=list)
     episode_successes: list[float] = field(default_factory=list)
@@ -95,20 +98,15 @@ class Batch:
 
 class RolloutPolicy:
     """
-    Frozen float32 numpy copy of normalizer -> actor -> scaler.
+    Frozen float32 numpy copy of actor -> scaler, acting on normalized observations.
 
     Used to sample actions during collection: torch's per-call overhead is several times the
     cost of these tiny matrix products (about 220 vs 40 us per step). Same math as the torch
     modules (tested).
     """
 
-    def __init__(self, normalizer: ObsNormalizer, actor: GaussianActor,
-                 scaler: ActionScaler) -> None:
+    def __init__(self, actor: GaussianActor, scaler: ActionScaler) -> None:
         with torch.no_grad():
-            self.normalize = normalizer.enabled
-            self.mean = normalizer.mean.float().numpy()
-            self.inv_std = (1.0 / torch.sqrt(normalizer.var + 1e-8)).float().numpy()
-            self.clip = normalizer.clip
             self.layers = [(m.weight.T.numpy().copy(), m.bias.numpy().copy())
                            for m in actor.mean_net if isinstance(m, torch.nn.Linear)]
             self.std = actor.log_std.exp().numpy().copy()
@@ -117,10 +115,8 @@ class RolloutPolicy:
             self.bounded = scaler.bounded.numpy()
 
     def mean_action(self, obs: np.ndarray) -> np.ndarray:
-        """Mean of pi(.|obs) in normalized action units, obs shaped [n, obs_dim]."""
+        """Mean of pi(.|obs) in normalized action units, obs normalized, [n, obs_dim]."""
         x = obs
-        if self.normalize:
-            x = np.clip((obs - self.mean) * self.inv_std, -self.clip, self.clip)
         for i, (weight, bias) in enumerate(self.layers):
             x = x @ weight + bias
             if i < len(self.layers) - 1:
@@ -136,6 +132,37 @@ class RolloutPolicy:
         mean = self.mean_action(obs)
         u = (mean + self.std * rng.standard_normal(mean.shape, dtype=np.float32))
         return u, self.to_env(u)
+
+
+class RunningObsNormalizer:
+    """
+    The ObsNormalizer as the collector uses it, updated with every observation (VecNormalize).
+
+    float64 numpy statistics take in each observation the envs return before it is
+    normalized. Early in training the statistics move a lot within one batch; normalizing each
+    observation with statistics that already include it keeps the policy's inputs in range
+    from the first steps on. Same formula as `ObsNormalizer.forward` (tested).
+    """
+
+    def __init__(self, normalizer: ObsNormalizer) -> None:
+        self.enabled = normalizer.enabled
+        self.clip = normalizer.clip
+        self.mean = normalizer.mean.numpy().copy()
+        self.var = normalizer.var.numpy().copy()
+        self.count = float(normalizer.count)
+
+    def update(self, obs: np.ndarray) -> None:
+        """Merge observations [n, obs_dim] into the statistics."""
+        if self.enabled:
+            self.mean, self.var, self.count = merge_moments(
+                self.mean, self.var, self.count, obs.mean(0), obs.var(0), len(obs))
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        """Normalize and clip, float32."""
+        if not self.enabled:
+            return obs.astype(np.float32)
+        x = (obs - self.mean) / np.sqrt(self.var + 1e-8)
+        return np.clip(x, -self.clip, self.clip).astype(np.float32)
 
 
 class CollectionCancelled(Exception):
@@ -163,7 +190,8 @@ class RolloutCollector:
 
     def __init__(self, envs: gym.vector.VectorEnv, seed: int) -> None:
         self.envs = envs
-        self.obs, _ = envs.reset(seed=seed)
+        self.raw_obs, _ = envs.reset(seed=seed)
+        self.reset_obs_counted = False  # the first collect counts the reset observations
         self.running_return = np.zeros(envs.num_envs)
         self.running_length = np.zeros(envs.num_envs, dtype=np.int64)
 
@@ -174,10 +202,12 @@ class RolloutCollector:
         """
         Run `n_steps` steps in every env.
 
-        Raise `CollectionCancelled` as soon as `cancel()` is true (a shutdown must not wait
-        for the rest of a long batch).
+        Observations are normalized as they arrive, with `normalizer`'s statistics updated
+        by every observation so far (`normalizer` itself is left alone: the learner merges
+        `Batch.obs_moments` into it). Raise `CollectionCancelled` as soon as `cancel()` is
+        true (a shutdown must not wait for the rest of a long batch).
         """
-        n_envs, obs_dim = self.obs.shape
+        n_envs, obs_dim = self.raw_obs.shape
         act_dim = actor.log_std.numel()
         obs_buf = np.zeros((n_steps, n_envs, obs_dim), np.float32)
         next_buf = np.zeros_like(obs_buf)
@@ -185,35 +215,46 @@ class RolloutCollector:
         rew_buf = np.zeros((n_steps, n_envs), np.float32)
         term_buf = np.zeros((n_steps, n_envs), bool)
         trunc_buf = np.zeros((n_steps, n_envs), bool)
-        batch = Batch(obs_buf, act_buf, rew_buf, term_buf, trunc_buf, next_buf)
-        policy = RolloutPolicy(normalizer, actor, scaler)
+        running = RunningObsNormalizer(normalizer)
+        received = []  # raw observations counted in this batch
+        if not self.reset_obs_counted:
+            running.update(self.raw_obs)
+            received.append(self.raw_obs)
+            self.reset_obs_counted = True
+        batch = Batch(obs_buf, act_buf, rew_buf, term_buf, trunc_buf, next_buf,
+                      obs_moments=(np.zeros(obs_dim), np.ones(obs_dim), 0))
+        policy = RolloutPolicy(actor, scaler)
         # One draw from the trainer's generator seeds this batch's noise: reproducible runs.
         rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=generator)))
+        obs = running(self.raw_obs)
         for t in range(n_steps):
             if cancel is not None and cancel():
                 raise CollectionCancelled(f'rollout cancelled after {t} of {n_steps} steps')
-            obs_buf[t] = self.obs
-            act_buf[t], env_action = policy.sample(self.obs, rng)
-            next_obs, reward, terminated, truncated, info = self.envs.step(env_action)
+            obs_buf[t] = obs
+            act_buf[t], env_action = policy.sample(obs, rng)
+            raw_obs, reward, terminated, truncated, info = self.envs.step(env_action)
+            running.update(raw_obs)
+            received.append(raw_obs)
+            obs = next_buf[t] = running(raw_obs)
             rew_buf[t], term_buf[t], trunc_buf[t] = reward, terminated, truncated
-            next_buf[t] = next_obs
             self.running_return += reward
             self.running_length += 1
             done = terminated | truncated
             if done.any():
-                self._finish_episodes(done, info, next_buf[t], batch)
-            self.obs = next_obs
+                self._finish_episodes(done, info, batch)
+                next_buf[t, done] = running(np.stack(info['final_obs'][done]))
+            self.raw_obs = raw_obs
+        seen = np.concatenate(received).astype(np.float64)
+        batch.obs_moments = (seen.mean(0), seen.var(0), len(seen))
         return batch
 
     def close(self) -> None:
         """Close the environments."""
         self.envs.close()
 
-    def _finish_episodes(self, done: np.ndarray, info: dict, next_obs: np.ndarray,
-                         batch: Batch) -> None:
+    def _finish_episodes(self, done: np.ndarray, info: dict, batch: Batch) -> None:
         final_info = info.get('final_info', {})
         for i in np.flatnonzero(done):
-            next_obs[i] = info['final_obs'][i]
             batch.episode_returns.append(float(self.running_return[i]))
             batch.episode_lengths.append(int(self.running_length[i]))
             if '_is_success' in final_info and final_info['_is_success'][i]:
@@ -224,26 +265,34 @@ class RolloutCollector:
 
 class RewardScaler:
     """
-    Divides rewards by the running std of the discounted return (as VecNormalize does).
+    Divides rewards by the running std of the discounted return, clipped (as VecNormalize).
 
-    So the critic regresses targets of order one whatever the env's reward scale.
+    So the critic regresses targets of order one whatever the env's reward scale. The
+    statistics take in every step, so the first batch is already scaled by its own returns.
     """
 
-    def __init__(self, n_envs: int, gamma: float) -> None:
+    def __init__(self, n_envs: int, gamma: float, clip: float) -> None:
         self.gamma = gamma
+        self.clip = clip
         self.discounted = np.zeros(n_envs)
         self.mean, self.var, self.count = 0.0, 1.0, 1e-4
 
-    def scale(self, rewards: np.ndarray, done: np.ndarray) -> np.ndarray:
-        """Update the statistics with a [T, n_envs] batch, then return the scaled rewards."""
-        returns = np.empty(rewards.shape)
+    def scale(self, rewards: np.ndarray, terminated: np.ndarray) -> np.ndarray:
+        """
+        Scale a [T, n_envs] batch step by step, updating the statistics as it goes.
+
+        The discounted return restarts at terminations only: at a truncation the task goes
+        on (the critic bootstraps there), so its return scale does too.
+        """
+        scaled = np.empty(rewards.shape, np.float32)
         for t in range(len(rewards)):
             self.discounted = self.discounted * self.gamma + rewards[t]
-            returns[t] = self.discounted
-            self.discounted[done[t]] = 0.0
-        self.mean, self.var, self.count = merge_moments(
-            self.mean, self.var, self.count, returns.mean(), returns.var(), returns.size)
-        return (rewards / np.sqrt(self.var + 1e-8)).astype(np.float32)
+            self.mean, self.var, self.count = merge_moments(
+                self.mean, self.var, self.count, self.discounted.mean(), self.discounted.var(),
+                self.discounted.size)
+            scaled[t] = np.clip(rewards[t] / np.sqrt(self.var + 1e-8), -self.clip, self.clip)
+            self.discounted[terminated[t]] = 0.0
+        return scaled
 
     def state_dict(self) -> dict[str, Any]:
         """Checkpointable state."""

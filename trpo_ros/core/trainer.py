@@ -80,7 +80,7 @@ class Trainer:
         self.critic = Critic(obs_dim, config.hidden_sizes)
         self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr)
         self.trust_region = TrustRegion(config)
-        self.reward_scaler = RewardScaler(config.total_envs, config.gamma)
+        self.reward_scaler = RewardScaler(config.total_envs, config.gamma, config.reward_clip)
         self.iteration = 0
         self.env_steps = 0
         self.best_eval_return = -math.inf
@@ -148,16 +148,16 @@ class Trainer:
         row = self._episode_metrics(batch)
 
         rolled_back = self._regression_guard(row['rollout/ep_return_mean'])
-        # The update sees the observations as the collecting policy saw them; the normalizer
-        # takes in this batch only after the update (as VecNormalize-style training does).
-        obs = self.normalizer(torch.from_numpy(batch.obs.reshape(-1, batch.obs.shape[-1])))
-        next_obs = self.normalizer(torch.from_numpy(batch.next_obs.reshape(obs.shape[0], -1)))
+        # The update sees the observations as the collecting policy saw them (normalized
+        # step by step during collection).
+        obs = torch.from_numpy(batch.obs.reshape(-1, batch.obs.shape[-1]))
+        next_obs = torch.from_numpy(batch.next_obs.reshape(obs.shape[0], -1))
         with torch.no_grad():
             values = self.critic(obs).numpy().reshape(batch.rewards.shape)
             next_values = self.critic(next_obs).numpy().reshape(batch.rewards.shape)
         rewards = batch.rewards
         if config.normalize_rewards:
-            rewards = self.reward_scaler.scale(rewards, batch.terminated | batch.truncated)
+            rewards = self.reward_scaler.scale(rewards, batch.terminated)
         advantages, returns = gae(rewards, values, next_values, batch.terminated,
                                   batch.truncated, config.gamma, config.gae_lambda)
         advantages, returns = advantages.reshape(-1), returns.reshape(-1)
@@ -189,7 +189,7 @@ class Trainer:
             'train/explained_variance': explained_variance(values.reshape(-1), returns),
         })
         with self.policy_lock:
-            self.normalizer.update(batch.obs)
+            self.normalizer.merge(*batch.obs_moments)
         if config.eval_every and self.iteration % config.eval_every == 0:
             row.update(self._evaluate_and_keep_best())
         elapsed = time.perf_counter() - started
