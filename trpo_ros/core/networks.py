@@ -58,13 +58,14 @@ class ObsNormalizer(nn.Module):
         self.merge(x.mean(0), x.var(0), len(x))
 
     @torch.no_grad()
-    def merge(self, mean: np.ndarray, var: np.ndarray, count: float) -> None:
+    def merge(self, mean: np.ndarray | torch.Tensor, var: np.ndarray | torch.Tensor,
+              count: float) -> None:
         """Merge statistics (mean, population variance, count) of another set of samples."""
         if not self.enabled:
             return
-        new_mean, new_var, total = merge_moments(
-            self.mean, self.var, self.count, torch.tensor(mean, dtype=torch.float64),
-            torch.tensor(var, dtype=torch.float64), count)
+        mean, var = (torch.from_numpy(np.array(a, np.float64)) for a in (mean, var))  # copies
+        new_mean, new_var, total = merge_moments(self.mean, self.var, self.count, mean, var,
+                                                 count)
         self.mean.copy_(new_mean)
         self.var.copy_(new_var)
         self.count.copy_(total)
