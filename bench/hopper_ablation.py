@@ -5,13 +5,14 @@ Usage (one run; prints one RESULT json line):
     .venv/bin/python bench/hopper_ablation.py VARIANT SEED
 
 VARIANT joins flags with '+': 'base' (trpo_ros as shipped), 'd03' (sb3's trust region on
-Hopper: delta 0.03, cg_damping 0.3, see train_vs_sb3.py), 'rclip' (scaled rewards clipped to
-+-10), 'rsb3' (VecNormalize's reward scaling as an env wrapper), 'rstep' (RewardScaler
-statistics updated every step), 'obsw' (gymnasium NormalizeObservation + clip 10 in the env
-instead of our ObsNormalizer), 'rew' (gymnasium NormalizeReward + clip 10 instead of our
-RewardScaler). Everything else is train_vs_sb3.py's matched config (1 env, 1024 steps per
-iteration, 100k steps, 10 evaluation episodes). The variants patch trpo_ros in this process
-only. Results: README, "Against sb3-contrib TRPO".
+Hopper: delta 0.03, cg_damping 0.3, see train_vs_sb3.py), 'adapt' (trust_region 'adaptive'
+instead of 'fixed'), 'rsb3' (VecNormalize's reward scaling, which restarts the discounted
+return at truncations too, as an env wrapper instead of our RewardScaler), 'obsw' (gymnasium
+NormalizeObservation + clip 10 in the env instead of our per-step observation normalization),
+'rew' (gymnasium NormalizeReward + clip 10 instead of our RewardScaler). Everything else is
+train_vs_sb3.py's matched config (1 env, 1024 steps per iteration, 100k steps, 10 evaluation
+episodes). The variants patch trpo_ros in this process only. Results: README, "Against
+sb3-contrib TRPO".
 """
 import dataclasses
 import json
@@ -70,26 +71,10 @@ def run(variant: str, seed: int, steps: int = 100_000) -> dict:
 
     if flags & {'obsw', 'rew', 'rsb3'}:
         rollout.make_env = wrapped_make_env
-    if 'rclip' in flags:
-        original_scale = rollout.RewardScaler.scale
-        rollout.RewardScaler.scale = lambda self, r, d: np.clip(original_scale(self, r, d),
-                                                                -10, 10)
-    if 'rstep' in flags:  # per-step statistics, as VecNormalize
-        def scale_per_step(self, rewards, done):
-            out = np.empty(rewards.shape, np.float32)
-            for t in range(len(rewards)):
-                self.discounted = self.discounted * self.gamma + rewards[t]
-                self.mean, self.var, self.count = merge_moments(
-                    self.mean, self.var, self.count, self.discounted.mean(), self.discounted.var(),
-                    self.discounted.size)
-                out[t] = np.clip(rewards[t] / np.sqrt(self.var + 1e-8), -10, 10)
-                self.discounted[done[t]] = 0.0
-            return out
-        rollout.RewardScaler.scale = scale_per_step
-
     d03 = 'd03' in flags
     spec = {'env_id': 'HopperBulletEnv-v0', 'seed': seed, 'steps': steps, 'n_steps': 1024,
-            'cg_iters': 10, 'eval_episodes': 10, 'trust_region': 'fixed',
+            'cg_iters': 10, 'eval_episodes': 10,
+            'trust_region': 'adaptive' if 'adapt' in flags else 'fixed',
             'delta': 0.03 if d03 else 0.01, 'cg_damping': 0.3 if d03 else 0.1}
     config = dataclasses.replace(matched_config(spec), normalize_obs='obsw' not in flags,
                                  normalize_rewards=not flags & {'rew', 'rsb3'})
