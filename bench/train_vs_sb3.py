@@ -76,6 +76,7 @@ MATCHED = {
     'hidden': (64, 64),
     'init_log_std': -0.5,
     'obs_clip': 10.0,
+    'reward_clip': 10.0,
 }
 
 
@@ -91,6 +92,7 @@ def matched_config(spec: dict[str, Any]) -> Any:
         n_steps=spec['n_steps'], gamma=MATCHED['gamma'], gae_lambda=MATCHED['gae_lambda'],
         hidden_sizes=MATCHED['hidden'], init_log_std=MATCHED['init_log_std'],
         normalize_obs=True, obs_clip=MATCHED['obs_clip'], normalize_rewards=True,
+        reward_clip=MATCHED['reward_clip'],
         normalize_advantages=True, delta=spec['delta'], delta_max=max(spec['delta'], 0.02),
         trust_region=spec['trust_region'], cg_iters=spec['cg_iters'],
         cg_damping=spec['cg_damping'], fisher_subsample=1.0,
@@ -138,7 +140,7 @@ def run_sb3(spec: dict[str, Any]) -> dict[str, Any]:
     env_id = spec['env_id']
     venv = make_vec_env(lambda: make_env(env_id), n_envs=1, seed=spec['seed'])
     venv = VecNormalize(venv, norm_obs=True, norm_reward=True, clip_obs=MATCHED['obs_clip'],
-                        gamma=MATCHED['gamma'])
+                        clip_reward=MATCHED['reward_clip'], gamma=MATCHED['gamma'])
     model = TRPO(
         'MlpPolicy', venv, learning_rate=MATCHED['critic_lr'], n_steps=spec['n_steps'],
         batch_size=MATCHED['critic_batch_size'], gamma=MATCHED['gamma'],

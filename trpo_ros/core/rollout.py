@@ -148,20 +148,24 @@ class RunningObsNormalizer:
         self.enabled = normalizer.enabled
         self.clip = normalizer.clip
         self.mean = normalizer.mean.numpy().copy()
-        self.var = normalizer.var.numpy().copy()
         self.count = float(normalizer.count)
+        self.sum_sq = normalizer.var.numpy() * self.count  # sum of squared deviations
 
     def update(self, obs: np.ndarray) -> None:
-        """Merge observations [n, obs_dim] into the statistics."""
-        if self.enabled:
-            self.mean, self.var, self.count = merge_moments(
-                self.mean, self.var, self.count, obs.mean(0), obs.var(0), len(obs))
+        """Take in observations [n, obs_dim], one at a time (Welford: a few us per step)."""
+        if not self.enabled:
+            return
+        for x in obs:
+            self.count += 1.0
+            deviation = x - self.mean
+            self.mean += deviation / self.count
+            self.sum_sq += deviation * (x - self.mean)
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         """Normalize and clip, float32."""
         if not self.enabled:
             return obs.astype(np.float32)
-        x = (obs - self.mean) / np.sqrt(self.var + 1e-8)
+        x = (obs - self.mean) / np.sqrt(self.sum_sq / self.count + 1e-8)
         return np.clip(x, -self.clip, self.clip).astype(np.float32)
 
 
