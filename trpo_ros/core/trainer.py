@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+import contextlib
+from contextlib import AbstractContextManager
 import json
 import math
 from pathlib import Path
@@ -102,13 +104,23 @@ class Trainer:
         self.policy_lock = threading.Lock()  # held while the policy parameters change
         self.last_export_error: str | None = None
         self._best_exported = True
-        self._saved_iteration = -1
+        self._saved_iteration = self.iteration if resume else -1  # newest checkpoint on disk
         self._started = time.perf_counter()
 
     # ------------------------------------------------------------------ the loop
 
-    def train(self, callback: IterationCallback | None = None) -> dict[str, float]:
-        """Iterate until `total_steps` or `stop_event`; checkpoint and export at the end."""
+    def train(self, callback: IterationCallback | None = None, *,
+              lock: AbstractContextManager | None = None, hold: Callable[[], bool] | None = None,
+              export_on_stop: bool = True) -> dict[str, float]:
+        """
+        Iterate until `total_steps` or `stop_event`; checkpoint and export at the end.
+
+        `callback(trainer, row)` runs after each iteration. The ROS node passes its `lock`
+        (held during each iteration, its callback and the final save, so services run between
+        iterations) and `hold` (no iteration starts while it is true, as while `pause_event`
+        is set); with `export_on_stop` false a stopped run is checkpointed but not exported.
+        """
+        lock = lock or contextlib.nullcontext()
         bar = None
         if self.progress:
             from tqdm import tqdm
@@ -118,23 +130,25 @@ class Trainer:
         row: dict[str, float] = {}
         try:
             while self.env_steps < self.config.total_steps and not self.stop_event.is_set():
-                if self.pause_event.is_set():
-                    time.sleep(0.05)
+                if self.pause_event.is_set() or (hold is not None and hold()):
+                    time.sleep(0.02)
                     continue
-                try:
-                    row = self.train_iteration()
-                except CollectionCancelled:
-                    break
-                if callback is not None:
-                    callback(self, row)
+                with lock:
+                    try:
+                        row = self.train_iteration()
+                    except CollectionCancelled:  # stopping: the partial batch is dropped
+                        break
+                    if callback is not None:
+                        callback(self, row)
                 if bar is not None:
                     bar.set_postfix_str(_postfix(row), refresh=False)
                     bar.update(int(row['env_steps']) - bar.n)
         finally:
             if bar is not None:
                 bar.close()
-        if self._saved_iteration != self.iteration:
-            self.save()
+        with lock:
+            if self._saved_iteration != self.iteration:
+                self.save(export=export_on_stop or not self.stop_event.is_set())
         return row
 
     def train_iteration(self) -> dict[str, float]:

@@ -40,7 +40,6 @@ from std_msgs.msg import Float64, String
 from std_srvs.srv import SetBool, Trigger
 from trpo_ros.core.config import ConfigError, field_docs, FIELDS, TRPOConfig
 from trpo_ros.core.metrics import METRICS
-from trpo_ros.core.rollout import CollectionCancelled
 from trpo_ros.nodes.conversions import (
     diagnostic_array,
     diagnostic_status,
@@ -280,7 +279,6 @@ class TrainNode(Node):
         self._waiting = 0  # service calls waiting for the lock (the thread lets them in)
         self._waiting_lock = threading.Lock()
         self._closing = threading.Event()
-        self._saved_iteration = trainer.iteration  # newest checkpoint on disk (resume) or 0
         self._state = 'starting'
         self._last_row: dict[str, float] = {}
         self.policy_path = ''
@@ -322,32 +320,13 @@ class TrainNode(Node):
     def _train_loop(self) -> None:
         trainer = self.trainer
         try:
-            while (trainer.env_steps < trainer.config.total_steps
-                   and not trainer.stop_event.is_set()):
-                if trainer.pause_event.is_set() or self._waiting:
-                    time.sleep(0.02)  # paused, or a service call goes first
-                    continue
-                with self._lock:
-                    try:
-                        row = trainer.train_iteration()
-                    except CollectionCancelled:  # stopping: the partial batch is dropped
-                        break
-                    if trainer.iteration % trainer.config.checkpoint_every == 0:
-                        self._saved_iteration = trainer.iteration
-                    if self._preview is not None:
-                        self._preview.set_policy(self._policy_copy().act)
-                self._publish_metrics(row)
+            # Services take the lock between iterations; a stop keeps the progress in a
+            # checkpoint (atomic write) and skips the export, so shutdown stays quick.
+            trainer.train(self._after_iteration, lock=self._lock,
+                          hold=lambda: self._waiting > 0, export_on_stop=False)
             if trainer.stop_event.is_set():
                 self._state = 'stopped'
-                with self._lock:
-                    if trainer.iteration > self._saved_iteration:
-                        trainer.save(export=False)  # keep the progress (atomic write)
-                        self._saved_iteration = trainer.iteration
                 return
-            with self._lock:
-                self._state = 'exporting'
-                trainer.train()  # budget spent: only the final checkpoint + policy.onnx
-                self._saved_iteration = trainer.iteration
             self._finish()
         except Exception as exc:  # noqa: BLE001 - reported, the node keeps serving
             self._state = 'failed'
@@ -355,6 +334,14 @@ class TrainNode(Node):
             self._publish_diagnostics(level_override=(ERROR, f'training failed: {exc}'))
             if self._stop is not None and self.get_parameter('exit_when_done').value:
                 self._stop.set('failed')
+
+    def _after_iteration(self, trainer: Any, row: dict[str, float]) -> None:
+        """Training thread, under the lock: refresh the preview, publish the metrics."""
+        if self._preview is not None:
+            self._preview.set_policy(self._policy_copy().act)
+        if trainer.env_steps >= trainer.config.total_steps:
+            self._state = 'exporting'  # the final checkpoint and export come next
+        self._publish_metrics(row)
 
     def _finish(self) -> None:
         trainer = self.trainer
@@ -431,20 +418,10 @@ class TrainNode(Node):
             self._lock.release()
 
     def _on_save(self, request: Trigger.Request, response: Trigger.Response) -> Any:
-        def save() -> Path:
-            path = self.trainer.save(export=False)
-            self._saved_iteration = self.trainer.iteration
-            return path
-
-        return self._trigger(response, save, 'checkpoint')
+        return self._trigger(response, lambda: self.trainer.save(export=False), 'checkpoint')
 
     def _on_export(self, request: Trigger.Request, response: Trigger.Response) -> Any:
-        def export() -> Path:
-            path = self.trainer.export()
-            self._saved_iteration = self.trainer.iteration
-            return path
-
-        return self._trigger(response, export, 'ONNX export')
+        return self._trigger(response, self.trainer.export, 'ONNX export')
 
     def _trigger(self, response: Trigger.Response, work: Any, what: str) -> Any:
         try:
