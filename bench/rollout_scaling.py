@@ -75,8 +75,11 @@ def own_pids(collector: object) -> set[int]:
 
 
 def batch_bytes(batch: object) -> int:
-    return sum(getattr(batch, name).nbytes for name in
-               ('obs', 'actions', 'rewards', 'terminated', 'truncated', 'next_obs'))
+    """Array bytes of a Batch: per-step arrays plus the observation moments (per batch)."""
+    mean, var, _ = batch.obs_moments
+    return mean.nbytes + var.nbytes + 8 + sum(
+        getattr(batch, name).nbytes
+        for name in ('obs', 'actions', 'rewards', 'terminated', 'truncated', 'next_obs'))
 
 
 def learner_seconds_per_sample(env_id: str, n_steps: int) -> float:
