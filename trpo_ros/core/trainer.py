@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 import contextlib
-from contextlib import AbstractContextManager
 import json
 import math
 from pathlib import Path
@@ -110,7 +109,8 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
 
     def train(self, callback: IterationCallback | None = None, *,
-              lock: AbstractContextManager | None = None, hold: Callable[[], bool] | None = None,
+              lock: contextlib.AbstractContextManager | None = None,
+              hold: Callable[[], bool] | None = None,
               export_on_stop: bool = True) -> dict[str, float]:
         """
         Iterate until `total_steps` or `stop_event`; checkpoint and export at the end.
