@@ -250,7 +250,7 @@ LABELS = {'ours-fixed': "trpo_ros (trust_region='fixed', delta 0.01)",
 
 
 def table(summary: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
-    """Markdown for bench/README.md."""
+    """Markdown table of the run (the README's "Against sb3-contrib TRPO" is built from it)."""
     import sb3_contrib
     import torch
 
