@@ -15,12 +15,9 @@ import time
 from typing import Any
 
 from trpo_ros.core.config import field_docs, FIELDS, TRPOConfig
+from trpo_ros.errors import UserError
 
 EXIT_USAGE = 2
-
-
-class UserError(Exception):
-    """A problem with the user's input; printed as one line, exit code 2."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -339,25 +336,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # noqa: BLE001 - user errors become one line; bugs still raise
-        if _is_user_error(exc):
+        if isinstance(exc, UserError):
             sys.stderr.write(f'trpo-ros: error: {exc}\n')
             return EXIT_USAGE
         raise
-
-
-def _is_user_error(exc: Exception) -> bool:
-    """Errors that describe bad input rather than a bug: each module's own error class."""
-    from trpo_ros.core.checkpoint import CheckpointError
-    from trpo_ros.core.config import ConfigError
-
-    classes: list[type] = [UserError, ConfigError, CheckpointError]
-    for module, name in (('trpo_ros.export', 'ExportError'), ('trpo_ros.runtime', 'PolicyError'),
-                         ('trpo_ros.sim', 'SimConfigError'),
-                         ('trpo_ros.sim.kinematics', 'UrdfError')):
-        loaded = sys.modules.get(module)
-        if loaded is not None and hasattr(loaded, name):
-            classes.append(getattr(loaded, name))
-    return isinstance(exc, tuple(classes))
 
 
 if __name__ == '__main__':

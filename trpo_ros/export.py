@@ -49,6 +49,7 @@ from trpo_ros.core.checkpoint import (
     load_policy,
     PolicyBundle,
 )
+from trpo_ros.errors import UserError
 from trpo_ros.sim.kinematics import (
     forward_kinematics,
     homogeneous,
@@ -68,7 +69,7 @@ MOVABLE = ('revolute', 'continuous', 'prismatic')
 log = logging.getLogger(__name__)
 
 
-class ExportError(ValueError):
+class ExportError(UserError):
     """The policy cannot be exported, or the export failed verification; the message says why."""
 
 

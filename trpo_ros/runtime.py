@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+from trpo_ros.errors import UserError
 
 SUPPORTED_FORMATS = (1,)
 """Values of the `trpo_ros_format` metadata key this runtime can serve."""
@@ -29,7 +30,7 @@ _REQUIRED_KEYS = ('input_names', 'joint_names', 'action_low', 'action_high', 'co
                   'control_rate_hz', 'env_id')
 
 
-class PolicyError(ValueError):
+class PolicyError(UserError):
     """A policy file or an observation that cannot be used; the one-line message says why."""
 
 

@@ -15,12 +15,13 @@ import numpy as np
 import torch
 from trpo_ros.core.config import from_dict, TRPOConfig
 from trpo_ros.core.networks import ActionScaler, GaussianActor, ObsNormalizer
+from trpo_ros.errors import UserError
 
 CHECKPOINT_FORMAT = 1
 _NAME = re.compile(r'ckpt_(\d{6})\.pt$')
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A run directory or checkpoint that cannot be loaded; the message says why."""
 
 

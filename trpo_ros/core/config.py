@@ -8,10 +8,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from trpo_ros.errors import UserError
 import yaml
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A configuration value or file that cannot be used; the message names the problem."""
 
 

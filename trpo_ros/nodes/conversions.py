@@ -8,7 +8,8 @@ Nothing here imports torch; the inference node's hot path lives in :class:`Obser
 from __future__ import annotations
 
 import array
-from collections.abc import Iterable, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
 import math
 from typing import Any
 import xml.etree.ElementTree as ET
@@ -22,8 +23,10 @@ from rclpy.qos import (
     QoSProfile,
     ReliabilityPolicy,
 )
+from rclpy.serialization import serialize_message
 from sensor_msgs.msg import JointState
 from std_msgs.msg import ColorRGBA, Float64MultiArray, MultiArrayDimension
+from trpo_ros.errors import UserError
 from visualization_msgs.msg import Marker
 
 OK, WARN, ERROR = 0, 1, 2  # DiagnosticStatus levels as ints (the message stores bytes)
@@ -42,7 +45,7 @@ EE_DIAMETER = 0.04
 """End-effector sphere diameter (m)."""
 
 
-class ObservationError(ValueError):
+class ObservationError(UserError):
     """A state or goal that cannot be turned into an observation; the message says why."""
 
 
@@ -77,6 +80,35 @@ def latched_qos() -> QoSProfile:
     return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                       reliability=ReliabilityPolicy.RELIABLE,
                       durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def subscribe_any_durability(node: Any, msg_type: Any, topic: str,
+                             callback: Callable[[Any], None]) -> list[Any]:
+    """
+    Subscribe to `topic` so that volatile AND transient-local publishers both reach `callback`.
+
+    A transient-local subscription is incompatible with volatile publishers (`ros2 topic pub`,
+    rviz2's Publish Point, most user code), a volatile one misses the latched message of a
+    publisher that came first. So: one subscription of each. A transient-local publisher
+    reaches both; its second copy of a message (same stamp and content, seen on the other
+    subscription first) is dropped, so the newest message always wins.
+    """
+    seen: dict[int, deque] = {0: deque(maxlen=16), 1: deque(maxlen=16)}
+
+    def receive(which: int, msg: Any) -> None:
+        key = bytes(serialize_message(msg))
+        twins = seen[1 - which]
+        if key in twins:
+            twins.remove(key)
+            return
+        seen[which].append(key)
+        callback(msg)
+
+    volatile = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
+                          reliability=ReliabilityPolicy.RELIABLE,
+                          durability=DurabilityPolicy.VOLATILE)
+    return [node.create_subscription(msg_type, topic, lambda m: receive(0, m), volatile),
+            node.create_subscription(msg_type, topic, lambda m: receive(1, m), latched_qos())]
 
 
 # ------------------------------------------------------------------------ observation layout
@@ -133,9 +165,13 @@ class ObservationLayout:
         key = tuple(names)
         self._names_key = key
         index = {n: i for i, n in enumerate(key)}
+        if len(index) != len(key):
+            self._perm_error = f'JointState names a joint twice ({_some(key)})'
+            return
         missing = [j for j in self.state_joints if j not in index]
         if missing:
-            self._perm_error = f'JointState lacks joint(s) {", ".join(missing)}'
+            self._perm_error = (f'JointState lacks joint(s) {", ".join(missing)}; '
+                                f'the robot publishes {_some(key)}')
             return
         self._perm_error = ''
         self._perm = np.array([index[j] for j in self.state_joints], np.intp)
@@ -186,6 +222,22 @@ class ObservationLayout:
     def controlled_positions(self) -> np.ndarray:
         """Positions of the controlled joints (action order) from the last state read."""
         return self.positions[self._ctrl_src]
+
+
+def _some(names: Sequence[str], limit: int = 12) -> str:
+    """`names` for a log line: at most `limit` of them (a JointState may carry 10^6)."""
+    shown = ', '.join(repr(str(n)[:40]) for n in names[:limit])
+    more = len(names) - limit
+    return f'[{shown}{f", ... {more} more" if more > 0 else ""}]'
+
+
+def goal_from_msg(msg: Any, base_frame: str) -> np.ndarray:
+    """Return the goal of a PointStamped in `base_frame` or an empty frame (else raise)."""
+    frame = msg.header.frame_id
+    if frame and frame != base_frame:
+        raise ObservationError(f'goal in frame {frame[:60]!r}, expected {base_frame!r} or empty '
+                               '(no tf2 here: transform it before publishing)')
+    return validate_goal((msg.point.x, msg.point.y, msg.point.z))
 
 
 def validate_goal(values: Any) -> np.ndarray:
@@ -327,6 +379,51 @@ def reach_markers(goal: np.ndarray, ee: np.ndarray, threshold: float, goal_diame
     return [sphere_marker('goal', 0, goal, goal_diameter, GOAL_RGBA, frame_id, stamp),
             sphere_marker('end_effector', 1, ee, EE_DIAMETER,
                           EE_REACHED_RGBA if close else EE_AWAY_RGBA, frame_id, stamp)]
+
+
+def urdf_joint_limits(text: str) -> dict[str, dict[str, float]]:
+    """
+    Joint limits of a URDF: {joint: {'lower', 'upper', 'velocity', 'effort'}} (those given).
+
+    Missing attributes, and velocity/effort values <= 0 (URDF's "unset"), are left out.
+    Raises ObservationError on text that is not URDF XML.
+    """
+    try:
+        root = ET.fromstring(text.encode())
+    except ET.ParseError as exc:
+        raise ObservationError(f'robot_description is not URDF XML ({exc})') from None
+    limits: dict[str, dict[str, float]] = {}
+    for joint in root.iter('joint'):
+        element = joint.find('limit')
+        if element is None or joint.get('type') not in ('revolute', 'prismatic', 'continuous'):
+            continue
+        values = {}
+        for key in ('lower', 'upper', 'velocity', 'effort'):
+            try:
+                value = float(element.get(key, 'nan'))
+            except ValueError:
+                continue
+            if math.isfinite(value) and (key in ('lower', 'upper') or value > 0):
+                values[key] = value
+        if joint.get('type') == 'continuous':
+            values.pop('lower', None), values.pop('upper', None)
+        limits[str(joint.get('name'))] = values
+    return limits
+
+
+def command_limits(limits: Mapping[str, Mapping[str, float]], joints: Sequence[str],
+                   control_mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high) command bounds for `joints` that URDF `limits` imply (±inf where unset)."""
+    low = np.full(len(joints), -np.inf)
+    high = np.full(len(joints), np.inf)
+    for i, joint in enumerate(joints):
+        given = limits.get(joint, {})
+        if control_mode == 'position':
+            low[i], high[i] = given.get('lower', -np.inf), given.get('upper', np.inf)
+        else:
+            bound = given.get('velocity' if control_mode == 'velocity' else 'effort', np.inf)
+            low[i], high[i] = -bound, bound
+    return low, high
 
 
 def robot_description_in_world(info: dict[str, Any], frame_id: str = 'world') -> str:

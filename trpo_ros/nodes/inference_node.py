@@ -4,8 +4,11 @@ Lifecycle node serving an exported ONNX policy: /joint_states + goal -> joint co
 Configure loads the model (:class:`trpo_ros.runtime.Policy`), activate starts the I/O, and
 `autostart` (default true) does both at start-up. Setting `model_path` at run time hot-swaps
 the model between two control steps; a bad file is rejected and the old model keeps serving.
-Stale, NaN, incomplete states and bad goals make it publish the hold command and report ERROR
-on /diagnostics. Never imports torch.
+Fail closed: until a JointState names every model joint no command is sent at all; after that,
+stale, NaN, incomplete states and bad goals make it publish the hold command and report ERROR
+on /diagnostics. A /robot_description whose joint limits are tighter than the model's stops
+the commands (ERROR) unless `accept_tighter_limits` is set (then commands are clipped to them).
+No exception in a callback ends the node (:mod:`trpo_ros.nodes.guard`). Never imports torch.
 """
 
 from __future__ import annotations
@@ -22,15 +25,18 @@ import numpy as np
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
+from rclpy.logging import LoggingSeverity
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Float64MultiArray
+from std_msgs.msg import Float64MultiArray, String
 from trpo_ros.nodes.conversions import (
+    command_limits,
     command_qos,
     diagnostic_array,
     diagnostic_status,
     ERROR,
     float64_array,
+    goal_from_msg,
     latched_qos,
     LatencyWindow,
     LEVEL_NAMES,
@@ -39,9 +45,12 @@ from trpo_ros.nodes.conversions import (
     OK,
     reliability_policy,
     state_qos,
+    subscribe_any_durability,
+    urdf_joint_limits,
     validate_goal,
     WARN,
 )
+from trpo_ros.nodes.guard import Guard, SafeLog
 from trpo_ros.nodes.runner import run_nodes
 from trpo_ros.runtime import Policy, PolicyError
 
@@ -54,8 +63,16 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     'command_topic': (DEFAULT_COMMAND_TOPIC, 'Float64MultiArray command topic'),
     'command_reliability': ('reliable', "command QoS: 'reliable' or 'best_effort'"),
     'state_topic': ('/joint_states', 'sensor_msgs/JointState input'),
-    'goal_topic': ('/trpo/goal', 'geometry_msgs/PointStamped reach goal (transient local)'),
-    'goal': ([], 'reach goal [x, y, z] in the world frame (overrides until the next goal msg)'),
+    'goal_topic': ('/trpo/goal', 'geometry_msgs/PointStamped reach goal (volatile or '
+                                 'transient-local publishers; /clicked_point for rviz2)'),
+    'goal': ([], 'reach goal [x, y, z] in base_frame (overrides until the next goal msg)'),
+    'base_frame': ('world', 'frame of the goal; a goal in another frame is rejected '
+                            '(an empty frame_id counts as this one)'),
+    'robot_description_topic': ('/robot_description', 'URDF (std_msgs/String, transient '
+                                                       "local) checked against the model's "
+                                                       "limits; '' = no check"),
+    'accept_tighter_limits': (False, 'serve although /robot_description has tighter joint '
+                                     'limits than the model (commands are clipped to them)'),
     'publish_on_state': (False, 'publish one command per JointState instead of on a timer'),
     'control_rate_hz': (0.0, 'command rate; 0 = the rate the model was trained at'),
     'obs_timeout': (0.5, 'seconds without a JointState before holding and reporting ERROR'),
@@ -63,6 +80,8 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     'diagnostics_period': (1.0, 'seconds between /diagnostics messages'),
 }
 """Declared parameters: name -> (default, description)."""
+
+_SEVERITY = {WARN: LoggingSeverity.WARN, ERROR: LoggingSeverity.ERROR}
 
 
 class _Model:
@@ -84,12 +103,29 @@ class _Model:
         self.low = self.policy.action_low.astype(np.float64)
         self.high = self.policy.action_high.astype(np.float64)
 
+    def tighter_limits(self, urdf: str) -> tuple[str, np.ndarray, np.ndarray]:
+        """
+        Compare the robot's URDF limits with the model's command bounds.
+
+        Returns (why they are tighter or '', low, high): the bounds both allow.
+        """
+        joints = self.policy.joint_names
+        low, high = command_limits(urdf_joint_limits(urdf), joints, self.policy.control_mode)
+        tight = [f'{j} [{lo:.4g}, {hi:.4g}] vs model [{ml:.4g}, {mh:.4g}]'
+                 for j, lo, hi, ml, mh in zip(joints, low, high, self.low, self.high)
+                 if lo > ml + 1e-3 or hi < mh - 1e-3]
+        why = ('robot_description has tighter limits than the model: ' + '; '.join(tight[:4])
+               if tight else '')
+        return why, np.maximum(self.low, low), np.minimum(self.high, high)
+
 
 class InferenceNode(LifecycleNode):
     """Serve a policy on ROS 2 (see the module docstring and README for topics/parameters)."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
+        self.log = SafeLog(self.get_logger())
+        self.guard = Guard(self.log)
         for name, (default, text) in PARAMETERS.items():
             descriptor = ParameterDescriptor(description=text, dynamic_typing=name == 'goal')
             self.declare_parameter(name, default, descriptor)
@@ -101,24 +137,33 @@ class InferenceNode(LifecycleNode):
         self._pub = None
         self._command_msg: Float64MultiArray | None = None
         self._last_command: np.ndarray | None = None
-        self._hold_positions: np.ndarray | None = None
+        self._hold_positions: np.ndarray | None = None  # None: no complete JointState yet
         self._state_msg: JointState | None = None
         self._state_time = 0.0  # perf_counter when the last JointState arrived
         self._state_used = True  # timer mode: the last state has been turned into a command
         self._goal: np.ndarray | None = None
         self._goal_error = ''
+        self._description = ''  # newest /robot_description text
+        self._limits_error = ''  # why the description refuses serving ('' = fine)
+        self._bounds: tuple[np.ndarray, np.ndarray] | None = None  # (low, high) commands
         self._fault = ''  # why the last step held
-        self._fault_level = OK
         self._window_faults: dict[str, int] = {}  # hold reasons since the last diagnostics
         self._latency = LatencyWindow()
         self._counts = {'commands': 0, 'timeouts': 0, 'rejected': 0, 'reloads': 0}
         self._window_start = time.perf_counter()
         self._window_commands = 0
         self._apply_goal_parameter(self.get_parameter('goal').value)
-        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.add_on_set_parameters_callback(self.guard.wrap(
+            'parameters', self._on_set_parameters,
+            lambda why, _: SetParametersResult(successful=False, reason=why)))
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self._diag_timer = self.create_timer(
-            max(0.05, float(self.get_parameter('diagnostics_period').value)), self._publish_diag)
+            max(0.05, float(self.get_parameter('diagnostics_period').value)),
+            self.guard.wrap('diagnostics', self._publish_diag))
+        topic = str(self.get_parameter('robot_description_topic').value)
+        if topic:  # kept across lifecycle transitions: the description is latched once
+            self.create_subscription(String, topic, self.guard.wrap(
+                'robot_description', self._on_description), latched_qos())
         if self.get_parameter('autostart').value:
             if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
                 self.trigger_activate()
@@ -126,66 +171,95 @@ class InferenceNode(LifecycleNode):
     # ------------------------------------------------------------------------- lifecycle
     def on_configure(self, state: State) -> TransitionCallbackReturn:
         """Load and validate the model named by `model_path`."""
+        return self._transition('configure', self._configure)
+
+    def on_activate(self, state: State) -> TransitionCallbackReturn:
+        """Create the subscriptions, the command publisher and the control timer."""
+        return self._transition('activate', self._activate)
+
+    def on_deactivate(self, state: State) -> TransitionCallbackReturn:
+        """Stop commanding: destroy the I/O entities."""
+        return self._transition('deactivate', self._release_io)
+
+    def on_cleanup(self, state: State) -> TransitionCallbackReturn:
+        """Release the I/O and the model."""
+        return self._transition('cleanup', self._cleanup)
+
+    def on_shutdown(self, state: State) -> TransitionCallbackReturn:
+        """Release everything."""
+        return self._transition('shutdown', self._cleanup)
+
+    def _transition(self, name: str, work: Any) -> TransitionCallbackReturn:
+        """Run a transition; False or an exception (contained) fails it, the node stays."""
+        try:
+            ok = work() is not False
+        except Exception as exc:  # noqa: BLE001 - a failed transition, not a dead node
+            self.guard.record(f'lifecycle {name}', exc)
+            ok = False
+        return TransitionCallbackReturn.SUCCESS if ok else TransitionCallbackReturn.FAILURE
+
+    def _configure(self) -> bool:
         path = str(self.get_parameter('model_path').value)
         try:
             model = _Model(path)
         except PolicyError as exc:
             self._model_error = str(exc)
-            self.get_logger().error(f'cannot load model: {exc}')
-            return TransitionCallbackReturn.FAILURE
+            self.log.error(f'cannot load model: {exc}')
+            return False
         with self._lock:
             self._model = model
             self._model_error = ''
             self._last_command = None
+            self._check_limits()
         p = model.policy
-        self.get_logger().info(
+        self.log.info(
             f'loaded {model.path}: {p.obs_dim} inputs -> {p.action_dim} {p.control_mode} '
             f'commands for {", ".join(p.joint_names)} at {p.control_rate_hz:g} Hz')
-        return TransitionCallbackReturn.SUCCESS
+        return True
 
-    def on_activate(self, state: State) -> TransitionCallbackReturn:
-        """Create the subscriptions, the command publisher and the control timer."""
+    def _activate(self) -> bool:
         try:
             qos = command_qos(str(self.get_parameter('command_reliability').value))
         except ValueError as exc:
-            self.get_logger().error(str(exc))
-            return TransitionCallbackReturn.FAILURE
+            self.log.error(str(exc))
+            return False
+        model = self._model
         topic = str(self.get_parameter('command_topic').value)
-        self._pub = self.create_publisher(Float64MultiArray, topic, qos)
-        self._command_msg = None
         on_state = bool(self.get_parameter('publish_on_state').value)
         rate = float(self.get_parameter('control_rate_hz').value) \
-            or self._model.policy.control_rate_hz
+            or model.policy.control_rate_hz
+        if rate <= 0:
+            self.log.error('control_rate_hz must be > 0 (the model does not say its rate)')
+            return False
+        trained = model.policy.control_rate_hz
+        if not on_state and trained > 0 and abs(rate - trained) > 0.1 * trained:
+            self.log.warning(f'control rate {rate:g} Hz differs from the {trained:g} Hz the '
+                             'model was trained at by more than 10 %')
+        self._command_msg = None
         self._state_used = True
+        self._hold_positions = None  # fail closed again until a complete JointState
+        self._pub = self.create_publisher(Float64MultiArray, topic, qos)
         self._io = [
             self._pub,
             self.create_subscription(JointState, str(self.get_parameter('state_topic').value),
-                                     self._on_state, state_qos()),
-            self.create_subscription(PointStamped, str(self.get_parameter('goal_topic').value),
-                                     self._on_goal, latched_qos()),
-            self.create_timer(1.0 / rate, self._on_timer),
+                                     self.guard.wrap('joint_states', self._on_state,
+                                                     self._hold_on_error), state_qos()),
+            *subscribe_any_durability(self, PointStamped,
+                                      str(self.get_parameter('goal_topic').value),
+                                      self.guard.wrap('goal', self._on_goal)),
+            self.create_timer(1.0 / rate, self.guard.wrap('control timer', self._on_timer,
+                                                          self._hold_on_error)),
         ]
         self._window_start, self._window_commands = time.perf_counter(), 0
-        self.get_logger().info(f'active: commands on {topic} '
-                               f'({"per state" if on_state else f"{rate:g} Hz"})')
-        return TransitionCallbackReturn.SUCCESS
+        self.log.info(f'active: commands on {topic} '
+                      f'({"per state" if on_state else f"{rate:g} Hz"})')
+        return True
 
-    def on_deactivate(self, state: State) -> TransitionCallbackReturn:
-        """Stop commanding: destroy the I/O entities."""
-        self._release_io()
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_cleanup(self, state: State) -> TransitionCallbackReturn:
-        """Release the I/O and the model."""
+    def _cleanup(self) -> None:
         self._release_io()
         with self._lock:
             self._model = None
             self._model_error = 'not configured'
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_shutdown(self, state: State) -> TransitionCallbackReturn:
-        """Release everything."""
-        return self.on_cleanup(state)
 
     def _release_io(self) -> None:
         with self._lock:
@@ -202,29 +276,48 @@ class InferenceNode(LifecycleNode):
 
     # ------------------------------------------------------------------------- callbacks
     def _on_goal(self, msg: PointStamped) -> None:
-        self._set_goal((msg.point.x, msg.point.y, msg.point.z))
+        self._set_goal(lambda: goal_from_msg(msg, str(self._params['base_frame'])))
 
     def _apply_goal_parameter(self, value: Any) -> None:
-        if value is None or (isinstance(value, (list, tuple)) and len(value) == 0) \
-                or (hasattr(value, '__len__') and len(value) == 0):
+        if value is None or (hasattr(value, '__len__') and len(value) == 0):
             return
-        self._set_goal(value)
+        self._set_goal(lambda: validate_goal(value))
 
-    def _set_goal(self, values: Any) -> None:
+    def _set_goal(self, parse: Any) -> None:
         try:
-            goal = validate_goal(values)
+            goal = parse()
         except ObservationError as exc:
-            self._goal, self._goal_error = None, str(exc)
+            self._goal, self._goal_error = None, f'rejected goal: {exc}'
             self._counts['rejected'] += 1
-            self.get_logger().error(f'rejected goal: {exc}', throttle_duration_sec=1.0)
+            self.log.error(self._goal_error, throttle_sec=1.0, key='goal')
             return
         self._goal, self._goal_error = goal, ''
+
+    def _on_description(self, msg: String) -> None:
+        with self._lock:
+            self._description = msg.data
+            self._check_limits()
+
+    def _check_limits(self) -> None:
+        """Compare the newest robot_description with the model (lock held)."""
+        model, self._limits_error, self._bounds = self._model, '', None
+        if model is None or not self._description:
+            return
+        try:
+            why, low, high = model.tighter_limits(self._description)
+        except ObservationError as exc:
+            why, low, high = str(exc), model.low, model.high
+        if why and not self._params['accept_tighter_limits']:
+            self._limits_error = why
+            self.log.error(f'not serving: {why} (parameter accept_tighter_limits overrides)')
+        else:
+            self._bounds = (low, high)
 
     def _on_state(self, msg: JointState) -> None:
         now = time.perf_counter()
         self._state_msg, self._state_time, self._state_used = msg, now, False
         if self._params['publish_on_state']:
-            self._guarded_step(now)
+            self._step(now)
 
     def _on_timer(self) -> None:
         now = time.perf_counter()
@@ -233,13 +326,7 @@ class InferenceNode(LifecycleNode):
             self._hold(f'no JointState for {now - self._state_time:.2f} s '
                        f'(obs_timeout {timeout:g} s)', timeout=True)
         elif not self._params['publish_on_state'] and self._state_msg is not None:
-            self._guarded_step(None if self._state_used else self._state_time)
-
-    def _guarded_step(self, received: float | None) -> None:
-        try:
-            self._step(received)
-        except Exception as exc:  # noqa: BLE001 - a robot node must hold, not die
-            self._hold(f'unexpected {exc.__class__.__name__}: {exc}')
+            self._step(None if self._state_used else self._state_time)
 
     # ------------------------------------------------------------------------ control step
     def _step(self, received: float | None) -> None:
@@ -255,21 +342,23 @@ class InferenceNode(LifecycleNode):
             except ObservationError as exc:
                 self._hold_locked(model, f'rejected JointState: {exc}', rejected=True)
                 return
-            self._hold_positions = layout.controlled_positions()
-            if layout.needs_goal and self._goal is None:
-                if self._goal_error:
-                    self._hold_locked(model, self._goal_error)
-                else:
-                    self._hold_locked(model, 'waiting for a goal (goal topic or parameter)',
-                                      level=WARN)
-                return
-            try:
-                command = model.policy.act(layout.fill(self._goal))
-            except (ObservationError, PolicyError) as exc:
-                self._hold_locked(model, str(exc), rejected=True)
-                return
-            self._fault, self._fault_level = '', OK
-            self._publish_locked(model, command, received)
+            self._hold_positions = layout.controlled_positions().copy()
+            if self._limits_error:
+                self._hold_locked(model, self._limits_error)
+            elif layout.needs_goal and self._goal is None:
+                self._hold_locked(model, self._goal_error or 'waiting for a goal (goal topic '
+                                  'or parameter)', level=ERROR if self._goal_error else WARN)
+            else:
+                try:
+                    command = model.policy.act(layout.fill(self._goal))
+                except (ObservationError, PolicyError) as exc:
+                    self._hold_locked(model, str(exc), rejected=True)
+                    return
+                self._fault = ''
+                self._publish_locked(model, command, received)
+
+    def _hold_on_error(self, text: str, _args: tuple) -> None:
+        self._hold(f'unexpected {text}')
 
     def _hold(self, reason: str, timeout: bool = False) -> None:
         with self._lock:
@@ -279,26 +368,23 @@ class InferenceNode(LifecycleNode):
     def _hold_locked(self, model: _Model, reason: str, timeout: bool = False,
                      rejected: bool = False, level: int = ERROR) -> None:
         """Publish the hold command: last good positions (position mode) or zeros."""
-        if timeout:
-            self._counts['timeouts'] += 1
-        if rejected:
-            self._counts['rejected'] += 1
+        self._counts['timeouts'] += int(timeout)
+        self._counts['rejected'] += int(rejected)
         if reason != self._fault:
-            log = self.get_logger().error if level == ERROR else self.get_logger().warning
-            log(f'holding: {reason}')
-        self._fault, self._fault_level = reason, level
+            self.log.log(_SEVERITY[level], f'holding: {reason}', throttle_sec=1.0,
+                         key=reason[:40])
+        self._fault = reason
         if len(self._window_faults) < 8:
             self._window_faults.setdefault(reason, level)
-        if model.position_mode:
-            if self._hold_positions is None:
-                return  # never had a valid state: nothing safe to command
-            hold = self._hold_positions
-        else:
-            hold = np.zeros(model.policy.action_dim)
+        if self._hold_positions is None or self._limits_error:
+            return  # fail closed: never a complete state, or the robot refuses the model
+        hold = self._hold_positions if model.position_mode \
+            else np.zeros(model.policy.action_dim)
         self._publish_locked(model, hold, None)
 
     def _publish_locked(self, model: _Model, command: np.ndarray, received: float | None) -> None:
-        out = np.clip(np.asarray(command, np.float64), model.low, model.high)
+        low, high = self._bounds or (model.low, model.high)
+        out = np.clip(np.asarray(command, np.float64), low, high)
         max_delta = self._params['max_delta']
         if max_delta > 0 and self._last_command is not None:
             last = self._last_command
@@ -325,7 +411,8 @@ class InferenceNode(LifecycleNode):
                     reliability_policy(str(value))
                 except ValueError as exc:
                     return SetParametersResult(successful=False, reason=str(exc))
-            elif name in ('obs_timeout', 'max_delta') and (value is None or value < 0):
+            elif name in ('obs_timeout', 'max_delta') and (
+                    not isinstance(value, (int, float)) or not value >= 0):
                 return SetParametersResult(successful=False, reason=f'{name} must be >= 0')
             elif name == 'model_path' and self._model is not None:
                 reason = self._reload(str(value))
@@ -337,6 +424,9 @@ class InferenceNode(LifecycleNode):
                 self._apply_goal_parameter(value)
             if name in PARAMETERS:
                 self._params[name] = value
+        if 'accept_tighter_limits' in updates:
+            with self._lock:
+                self._check_limits()
         return SetParametersResult(successful=True)
 
     def _reload(self, path: str) -> str:
@@ -345,18 +435,19 @@ class InferenceNode(LifecycleNode):
             model = _Model(path)
         except PolicyError as exc:
             reason = f'model not reloaded, still serving {self._model.path}: {exc}'
-            self.get_logger().error(reason)
+            self.log.error(reason)
             return reason
         old = self._model
         if model.policy.joint_names != old.policy.joint_names:
             reason = (f'model not reloaded: {path} controls joints {model.policy.joint_names}, '
                       f'the served model {old.policy.joint_names}')
-            self.get_logger().error(reason)
+            self.log.error(reason)
             return reason
         with self._lock:  # between two control steps
             self._model = model
             self._counts['reloads'] += 1
-        self.get_logger().info(f'hot-swapped model: now serving {model.path}')
+            self._check_limits()
+        self.log.info(f'hot-swapped model: now serving {model.path}')
         return ''
 
     # ------------------------------------------------------------------------ diagnostics
@@ -367,6 +458,7 @@ class InferenceNode(LifecycleNode):
         self._window_start, self._window_commands = now, 0
         model, state_label = self._model, self._state_machine_label()
         faults, self._window_faults = self._window_faults, {}
+        contained = self.guard.take_recent()
         p50, p99 = self._latency.percentiles_ms()
         values: dict[str, Any] = {
             'lifecycle_state': state_label,
@@ -375,23 +467,28 @@ class InferenceNode(LifecycleNode):
             'latency_p50_ms': p50,
             'latency_p99_ms': p99,
             **self._counts,
+            'callback_errors': self.guard.errors,
         }
         if model is not None:
             values['control_mode'] = model.policy.control_mode
             values['model_rate_hz'] = model.policy.control_rate_hz
-        if model is None:
+        if contained:
+            level, message = ERROR, 'contained ' + '; '.join(contained.values())
+        elif model is None:
             level, message = ERROR, f'no model: {self._model_error}'
         elif state_label != 'active':
             level, message = WARN, f'{state_label}: not commanding'
         elif faults:
             level, message = max(faults.values()), 'holding: ' + '; '.join(faults)
+            if self._hold_positions is None:
+                message = 'no command sent yet (fail closed): ' + '; '.join(faults)
         elif self._state_msg is None:
             level, message = WARN, f'waiting for {self._params["state_topic"]}'
         else:
             level, message = OK, f'serving at {rate:.1f} Hz'
         values['level'] = LEVEL_NAMES[level]
         status = diagnostic_status(f'{self.get_name()}: policy', self.get_fully_qualified_name(),
-                                   level, message, values)
+                                   level, message[:2000], values)
         self._diag_pub.publish(diagnostic_array(self.get_clock().now().to_msg(), [status]))
 
     def latency_ms(self) -> tuple[float, float]:

@@ -38,8 +38,9 @@ from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
 from std_msgs.msg import Float64, String
 from std_srvs.srv import SetBool, Trigger
-from trpo_ros.core.config import ConfigError, field_docs, FIELDS, TRPOConfig
+from trpo_ros.core.config import field_docs, FIELDS, TRPOConfig
 from trpo_ros.core.metrics import METRICS
+from trpo_ros.errors import UserError
 from trpo_ros.nodes.conversions import (
     diagnostic_array,
     diagnostic_status,
@@ -98,7 +99,7 @@ class _StopFlag(StopFlag):
         super().set(reason)
 
 
-class ParameterError(ValueError):
+class ParameterError(UserError):
     """A node parameter that cannot be used; the message names it."""
 
 
@@ -494,17 +495,8 @@ def _rate(param: dict[str, Any], name: str) -> float:
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Exception classes that mean a bad parameter value (exit 2, one log line)."""
     from rclpy.exceptions import InvalidParameterTypeException, ParameterException
-    from trpo_ros.core.checkpoint import CheckpointError
 
-    classes: list[type[BaseException]] = [ParameterError, ConfigError, CheckpointError,
-                                          ParameterException, InvalidParameterTypeException]
-    for module, name in (('trpo_ros.sim.config', 'SimConfigError'),
-                         ('trpo_ros.sim.kinematics', 'UrdfError'),
-                         ('trpo_ros.export', 'ExportError')):
-        loaded = sys.modules.get(module)
-        if loaded is not None and hasattr(loaded, name):
-            classes.append(getattr(loaded, name))
-    return tuple(classes)
+    return UserError, ParameterException, InvalidParameterTypeException
 
 
 class _StartupError(Exception):

@@ -30,6 +30,7 @@ from pathlib import Path
 import sys
 from typing import Any
 
+from trpo_ros.errors import UserError
 import yaml
 
 PACKAGE = 'trpo_ros'
@@ -41,7 +42,7 @@ TASK_KEYS = ('control_mode', 'max_delta', 'control_rate_hz', 'physics_rate_hz', 
 LIMIT_KEYS = ('lower', 'upper', 'velocity', 'effort')
 
 
-class SimConfigError(ValueError):
+class SimConfigError(UserError):
     """A robot/task description is unusable (missing file, unknown link/joint/mode, ...)."""
 
 

@@ -29,12 +29,13 @@ import math
 import xml.etree.ElementTree as ET
 
 import numpy as np
+from trpo_ros.errors import UserError
 
 MOVABLE_TYPES = ('revolute', 'prismatic', 'continuous')
 _KNOWN_TYPES = ('revolute', 'prismatic', 'continuous', 'fixed', 'floating', 'planar')
 
 
-class UrdfError(ValueError):
+class UrdfError(UserError):
     """The URDF text cannot be parsed or lacks a link/joint that was asked for."""
 
 
