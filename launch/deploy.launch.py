@@ -3,6 +3,12 @@ Serve an exported policy: inference_node, plus the PyBullet sim_node with `sim:=
 
 ros2 launch trpo_ros deploy.launch.py model:=/path/policy.onnx
 ros2 launch trpo_ros deploy.launch.py model:=/path/policy.onnx sim:=true
+ros2 launch trpo_ros deploy.launch.py model:=/path/policy.onnx sim:=true sim_goals:=topic
+
+With `sim:=true` the simulated robot is the one the model was trained on (the model carries its
+robot/task YAML and URDF). `sim_goals:=random` (default): the sim draws a goal per episode and
+publishes it on the goal topic; `sim_goals:=topic`: the sim follows goals published by you
+(`ros2 topic pub`, rviz2's Publish Point with goal_topic:=/clicked_point) and never resets.
 """
 
 import os
@@ -11,7 +17,7 @@ from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
 from launch.conditions import IfCondition
-from launch.substitutions import LaunchConfiguration
+from launch.substitutions import LaunchConfiguration, PythonExpression
 from launch_ros.actions import Node
 
 
@@ -21,6 +27,8 @@ def generate_launch_description():
     model = LaunchConfiguration('model')
     params_file = LaunchConfiguration('params_file')
     command_topic = LaunchConfiguration('command_topic')
+    goal_topic = LaunchConfiguration('goal_topic')
+    follow = PythonExpression(["'", LaunchConfiguration('sim_goals'), "' == 'topic'"])
     return LaunchDescription([
         DeclareLaunchArgument('model', description='exported policy (.onnx) to serve'),
         DeclareLaunchArgument('sim', default_value='false',
@@ -30,22 +38,30 @@ def generate_launch_description():
         DeclareLaunchArgument('command_topic',
                               default_value='/forward_position_controller/commands',
                               description='Float64MultiArray command topic'),
-        DeclareLaunchArgument('env', default_value='trpo_ros/KukaReach-v0',
-                              description='sim env id (sim:=true)'),
+        DeclareLaunchArgument('goal_topic', default_value='/trpo/goal',
+                              description='PointStamped goal topic (/clicked_point: rviz2)'),
+        DeclareLaunchArgument('sim_goals', default_value='random',
+                              choices=['random', 'topic'],
+                              description='sim:=true: random goal per episode, or follow '
+                                          'the goal topic (no episode resets)'),
         Node(
             package='trpo_ros',
             executable='inference_node',
             name='inference_node',
             output='screen',
-            parameters=[params_file, {'model_path': model, 'command_topic': command_topic}],
+            parameters=[params_file, {'model_path': model, 'command_topic': command_topic,
+                                      'goal_topic': goal_topic}],
         ),
         Node(
             package='trpo_ros',
             executable='sim_node',
             name='sim_node',
             output='screen',
-            parameters=[params_file, {'command_topic': command_topic,
-                                      'env': LaunchConfiguration('env')}],
+            parameters=[params_file, {'command_topic': command_topic, 'model_path': model,
+                                      'goal_topic': goal_topic,
+                                      'follow_goal_topic': follow,
+                                      'episode_steps': PythonExpression([
+                                          '0 if ', follow, ' else -1'])}],
             condition=IfCondition(LaunchConfiguration('sim')),
         ),
     ])

@@ -112,7 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sim = sub.add_parser('sim', help='run the simulated robot as the ROS 2 sim_node',
                          description='Run sim_node: a PyBullet robot with ros2_control topics.')
-    sim.add_argument('--env', default='trpo_ros/KukaReach-v0', help='env id of the robot')
+    robot = sim.add_mutually_exclusive_group()
+    robot.add_argument('--env', default='trpo_ros/KukaReach-v0', help='env id of the robot')
+    robot.add_argument('--robot-yaml', metavar='FILE.yaml', help='robot/task YAML of the robot')
+    robot.add_argument('--model', metavar='MODEL.onnx',
+                       help='simulate the robot this exported policy was trained on')
     sim.add_argument('--mode', choices=('realtime', 'lockstep'), default='realtime',
                      help='step at the control rate, or one step per command')
 
@@ -287,7 +291,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     """`trpo-ros serve`."""
     from trpo_ros.nodes import inference_node
+    from trpo_ros.runtime import Policy
 
+    Policy.load(args.model)  # a bad file is one line here, not a node waiting for a model
     return inference_node.main(['--ros-args', '-p', f'model_path:={args.model}',
                                 '-p', f'command_topic:={args.command_topic}',
                                 '-p', f'obs_timeout:={args.obs_timeout}']) or 0
@@ -297,8 +303,9 @@ def cmd_sim(args: argparse.Namespace) -> int:
     """`trpo-ros sim`."""
     from trpo_ros.nodes import sim_node
 
-    return sim_node.main(['--ros-args', '-p', f'env:={args.env}',
-                          '-p', f'mode:={args.mode}']) or 0
+    robot = (f'model_path:={args.model}' if args.model else
+             f'robot_yaml:={args.robot_yaml}' if args.robot_yaml else f'env:={args.env}')
+    return sim_node.main(['--ros-args', '-p', robot, '-p', f'mode:={args.mode}']) or 0
 
 
 def cmd_deploy_sim(args: argparse.Namespace) -> int:
@@ -307,6 +314,8 @@ def cmd_deploy_sim(args: argparse.Namespace) -> int:
 
     result = deploy_sim(args.model, episodes=args.episodes)
     print(format_deploy(result))
+    if not result['completed']:
+        raise UserError(f"timed out after {result['episodes']} of {args.episodes} episodes")
     return 0
 
 
@@ -335,11 +344,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:  # noqa: BLE001 - user errors become one line; bugs still raise
-        if isinstance(exc, UserError):
-            sys.stderr.write(f'trpo-ros: error: {exc}\n')
-            return EXIT_USAGE
-        raise
+    except (UserError, OSError) as exc:  # bad input is one line; bugs keep their traceback
+        sys.stderr.write(f'trpo-ros: error: {exc}\n')
+        return EXIT_USAGE
 
 
 if __name__ == '__main__':

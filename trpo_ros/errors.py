@@ -9,3 +9,7 @@ This module imports nothing, so every layer can use it.
 
 class UserError(ValueError):
     """Bad input (a file, a parameter, a config value); the one-line message says what and why."""
+
+
+class ParameterError(UserError):
+    """A node parameter that cannot be used; the message names it."""

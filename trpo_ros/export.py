@@ -355,6 +355,7 @@ def metadata(bundle: PolicyBundle) -> dict[str, Any]:
         'success_threshold': info.get('success_threshold'),
         'iteration': bundle.iteration,
         'env_steps': bundle.env_steps,
+        'robot_config': info.get('robot_config'),
     }
 
 

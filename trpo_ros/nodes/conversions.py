@@ -29,6 +29,11 @@ from std_msgs.msg import ColorRGBA, Float64MultiArray, MultiArrayDimension
 from trpo_ros.errors import UserError
 from visualization_msgs.msg import Marker
 
+try:
+    from rclpy.event_handler import SubscriptionEventCallbacks
+except ImportError:  # Humble
+    from rclpy.qos_event import SubscriptionEventCallbacks
+
 OK, WARN, ERROR = 0, 1, 2  # DiagnosticStatus levels as ints (the message stores bytes)
 LEVEL_NAMES = {OK: 'OK', WARN: 'WARN', ERROR: 'ERROR'}
 
@@ -107,8 +112,12 @@ def subscribe_any_durability(node: Any, msg_type: Any, topic: str,
     volatile = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
                           reliability=ReliabilityPolicy.RELIABLE,
                           durability=DurabilityPolicy.VOLATILE)
+    # The transient-local one is incompatible with every volatile publisher by design: no
+    # warning each time one appears (rclpy's default handler would log one).
+    quiet = SubscriptionEventCallbacks(incompatible_qos=lambda _event: None)
     return [node.create_subscription(msg_type, topic, lambda m: receive(0, m), volatile),
-            node.create_subscription(msg_type, topic, lambda m: receive(1, m), latched_qos())]
+            node.create_subscription(msg_type, topic, lambda m: receive(1, m), latched_qos(),
+                                     event_callbacks=quiet)]
 
 
 # ------------------------------------------------------------------------ observation layout

@@ -12,6 +12,7 @@ from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.signals import SignalHandlerOptions
+from trpo_ros.errors import UserError
 from trpo_ros.nodes.inference_node import InferenceNode
 from trpo_ros.nodes.runner import drain, spin_until, StopFlag
 from trpo_ros.nodes.sim_node import SimNode
@@ -35,7 +36,8 @@ def deploy_sim(model_path: str | Path, episodes: int = 10, *, env: str | None = 
     episodes
         episodes to run.
     env
-        Gymnasium id of the sim (default: the policy's training env).
+        Gymnasium id of the sim (default: the robot the policy was trained on, rebuilt from
+        the robot/task YAML and URDF the model carries).
     urdf
         robot override for the sim (default: the env's robot).
     seed
@@ -54,13 +56,14 @@ def deploy_sim(model_path: str | Path, episodes: int = 10, *, env: str | None = 
     """
     policy = Policy.load(model_path)  # fail early with the runtime's message
     env_id = env or policy.env_id
+    robot = Parameter('env', value=env) if env else Parameter('model_path', value=str(model_path))
     timeout = timeout if timeout is not None else 60.0 + 2.0 * episodes
     context = Context()
     rclpy.init(args=[], context=context, signal_handler_options=SignalHandlerOptions.NO)
     nodes: list[Any] = []
     executor = None
     try:
-        sim_params = [Parameter('env', value=env_id), Parameter('mode', value='lockstep'),
+        sim_params = [robot, Parameter('mode', value='lockstep'),
                       Parameter('seed', value=int(seed)),
                       Parameter('max_episodes', value=int(episodes))]
         if urdf:
@@ -73,7 +76,7 @@ def deploy_sim(model_path: str | Path, episodes: int = 10, *, env: str | None = 
             Parameter('obs_timeout', value=5.0)])
         nodes.append(inference)
         if inference.model_error:
-            raise RuntimeError(f'inference_node cannot serve: {inference.model_error}')
+            raise UserError(f'inference_node cannot serve: {inference.model_error}')
         # One thread: every callback is short; more threads only add wake-up stalls.
         executor = SingleThreadedExecutor(context=context)
         for node in nodes:

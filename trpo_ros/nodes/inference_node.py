@@ -515,7 +515,8 @@ def main(args: Sequence[str] | None = None) -> int:
     """Entry point: `inference_node --ros-args -p model_path:=policy.onnx`."""
     # One thread: callbacks never overlap, so states are answered in order and a hot reload
     # lands between two control steps (it pauses commands for the few ms the load takes).
-    return run_nodes(lambda context: InferenceNode(context=context), args=args, num_threads=1)
+    return run_nodes(lambda context: InferenceNode(context=context), args=args, num_threads=1,
+                     name=NODE_NAME)
 
 
 if __name__ == '__main__':

@@ -82,10 +82,13 @@ class PolicyPreview:
         self._state_msg = JointState(name=list(info['joint_names']))
         group = MutuallyExclusiveCallbackGroup()  # the preview env is used by one callback
         rate = rate if rate > 0 else float(info['control_rate_hz'])
-        node.create_timer(1.0 / rate, self._on_tick, callback_group=group)
+        node.create_timer(1.0 / rate, node.guard.wrap('preview', self._on_tick),
+                          callback_group=group)
         if camera_rate > 0:
             self._camera_pub = node.create_publisher(Image, '/trpo/camera', 1)
-            node.create_timer(1.0 / camera_rate, self._on_camera_tick, callback_group=group)
+            node.create_timer(1.0 / camera_rate,
+                              node.guard.wrap('camera', self._on_camera_tick),
+                              callback_group=group)
         node.get_logger().info(f'live preview at {rate:g} Hz on /joint_states, /trpo/markers'
                                + (f', camera at {camera_rate:g} Hz' if camera_rate > 0 else ''))
 

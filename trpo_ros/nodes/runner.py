@@ -3,13 +3,16 @@ Run nodes in a process (multi- or single-threaded executor), clean SIGINT/SIGTER
 
 rclpy's own signal handlers are turned off; SIGINT and SIGTERM set a flag that the spin loop
 checks at least every `poll` seconds, then the nodes are destroyed, the context shut down, and
-the process exits 0 (what `ros2 launch` expects when it stops a node).
+the process exits 0 (what `ros2 launch` expects when it stops a node). Bad parameters at
+start-up (a :class:`trpo_ros.errors.UserError` from the node's constructor, or --ros-args rclpy
+cannot parse) are one ``[ERROR]`` line and exit code 2, never a traceback.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 import signal
+import sys
 import threading
 from typing import Any
 
@@ -21,8 +24,12 @@ from rclpy.executors import (
     MultiThreadedExecutor,
     SingleThreadedExecutor,
 )
+import rclpy.logging
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
+from trpo_ros.errors import UserError
+
+EXIT_BAD_PARAMETERS = 2
 
 NodeFactory = Callable[[Context], 'Node | Sequence[Node]']
 
@@ -79,7 +86,8 @@ def drain(executor: Executor) -> None:
 
 
 def run_nodes(factory: NodeFactory, args: Sequence[str] | None = None,
-              num_threads: int | None = None, stop: StopFlag | None = None) -> int:
+              num_threads: int | None = None, stop: StopFlag | None = None,
+              name: str = 'trpo_ros') -> int:
     """
     Create the nodes from `factory(context)` and spin them until SIGINT/SIGTERM.
 
@@ -94,20 +102,33 @@ def run_nodes(factory: NodeFactory, args: Sequence[str] | None = None,
         (lowest latency and jitter for a single node whose callbacks are all short).
     stop
         a flag to stop from code (tests); signals are always routed to it.
+    name
+        logger name of the start-up error line (the node's name).
 
     Returns
     -------
-        0 on a clean stop.
+        0 on a clean stop, 2 on bad parameters at start-up.
 
     """
+    from rclpy._rclpy_pybind11 import RCLError
+    from rclpy.exceptions import InvalidParameterTypeException, ParameterException
+
     stop = stop or StopFlag()
     stop.install()
     context = Context()
-    rclpy.init(args=args, context=context, signal_handler_options=SignalHandlerOptions.NO)
+    try:
+        rclpy.init(args=args, context=context, signal_handler_options=SignalHandlerOptions.NO)
+    except RCLError as exc:  # unparsable --ros-args
+        sys.stderr.write(f'[ERROR] [{name}]: bad arguments: {str(exc).splitlines()[0]}\n')
+        return EXIT_BAD_PARAMETERS
     nodes: list[Node] = []
     executor = None
     try:
-        made = factory(context)
+        try:
+            made = factory(context)
+        except (UserError, ParameterException, InvalidParameterTypeException) as exc:
+            rclpy.logging.get_logger(name).error(f'bad parameters: {exc}')
+            return EXIT_BAD_PARAMETERS
         nodes = [made] if isinstance(made, Node) else list(made)
         executor = SingleThreadedExecutor(context=context) if num_threads == 1 \
             else MultiThreadedExecutor(num_threads=num_threads, context=context)

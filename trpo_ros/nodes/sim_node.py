@@ -6,42 +6,51 @@ like a forward command controller (absolute position targets for position and po
 envs, velocities or torques otherwise), draws a goal per episode (``/trpo/goal``, markers on
 ``/trpo/markers``) and reports episode success on ``/diagnostics``.
 
+The robot is, in this order of precedence: the one an exported model was trained on
+(``model_path``: the model carries its robot/task YAML and URDF), a robot/task YAML
+(``robot_yaml``), or a registered env id (``env``).
+
 Modes: ``realtime`` steps at the control rate with the last command; ``lockstep`` steps once
 per command received and publishes the new joint state right after (deterministic tests).
+No exception in a callback ends the node (:mod:`trpo_ros.nodes.guard`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-import math
 import threading
 import time
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PointStamped
-import gymnasium as gym
 import numpy as np
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
+from trpo_ros.errors import ParameterError
 from trpo_ros.nodes.conversions import (
     as_array,
     command_qos,
     diagnostic_array,
     diagnostic_status,
+    ERROR,
     fill_joint_state,
+    goal_from_msg,
     latched_qos,
+    ObservationError,
     OK,
     reach_markers,
     robot_description_in_world,
     state_qos,
+    subscribe_any_durability,
     WARN,
 )
+from trpo_ros.nodes.guard import Guard, SafeLog
 from trpo_ros.nodes.runner import run_nodes
-import trpo_ros.sim  # noqa: F401 - registers the envs
+from trpo_ros.sim import reach_from_yaml, robot_yaml_of
 from visualization_msgs.msg import MarkerArray
 
 NODE_NAME = 'sim_node'
@@ -49,6 +58,9 @@ MODES = ('realtime', 'lockstep')
 
 PARAMETERS: dict[str, tuple[Any, str]] = {
     'env': ('trpo_ros/KukaReach-v0', 'Gymnasium id of a trpo_ros.sim reach env'),
+    'robot_yaml': ('', 'robot/task YAML to simulate instead of env'),
+    'model_path': ('', 'exported policy (.onnx): simulate the robot it was trained on '
+                       '(overrides env and robot_yaml)'),
     'urdf': ('', 'robot override: URDF path, pybullet_data name or URDF text (empty = env)'),
     'mode': ('realtime', "'realtime' (control-rate timer) or 'lockstep' (one step per command)"),
     'command_topic': ('/forward_position_controller/commands', 'Float64MultiArray commands'),
@@ -61,7 +73,8 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     'frame_id': ('world', 'fixed frame of goal and markers'),
     'episode_steps': (-1, "episode length: -1 = the env's TimeLimit, 0 = never auto-reset "
                           '(a client such as RosReachEnv resets through ~/reset)'),
-    'follow_goal_topic': (False, 'take goals from /trpo/goal (published by a client such as '
+    'goal_topic': ('/trpo/goal', 'PointStamped goal topic (published, or followed)'),
+    'follow_goal_topic': (False, 'take goals from goal_topic (published by a client such as '
                                  'RosReachEnv) instead of drawing and publishing its own'),
 }
 """Declared parameters: name -> (default, description)."""
@@ -85,14 +98,18 @@ class SimNode(Node):
                                                                       read_only=True))
         param = {name: self.get_parameter(name).value for name in PARAMETERS}
         if param['mode'] not in MODES:
-            raise ValueError(f"parameter mode must be one of {MODES}, got {param['mode']!r}")
-        self.mode, self.frame_id, self.env_id = param['mode'], param['frame_id'], param['env']
+            raise ParameterError(f"parameter mode must be one of {MODES}, got {param['mode']!r}")
+        self.log = SafeLog(self.get_logger())
+        self.guard = Guard(self.log)
+        self.mode, self.frame_id = param['mode'], param['frame_id']
         self.max_episodes = int(param['max_episodes'])
         self._kick = float(param['lockstep_kick'])
-        kwargs_env = {'urdf': param['urdf']} if param['urdf'] else {}
-        if param['episode_steps'] >= 0:
-            kwargs_env['max_episode_steps'] = param['episode_steps'] or 2**62
-        self.env = gym.make(param['env'], **kwargs_env)
+        self.env_id, robot_yaml, kwargs_env = robot_to_simulate(param)
+        if param['urdf']:
+            kwargs_env['urdf'] = param['urdf']
+        steps = int(param['episode_steps'])
+        self.env = reach_from_yaml(robot_yaml, max_episode_steps=(steps or 2**62)
+                                   if steps >= 0 else None, **kwargs_env)
         self._follow_goal = bool(param['follow_goal_topic'])
         self.info = self.env.unwrapped.spec_info()
         self.joint_names = list(self.info['joint_names'])
@@ -104,20 +121,22 @@ class SimNode(Node):
         self._command: np.ndarray | None = None
         self._last_activity = time.monotonic()
         self.results: list[dict[str, Any]] = []  # one dict per finished episode
-        self._counts = {'steps': 0, 'commands': 0, 'rejected_commands': 0}
+        self._counts = {'steps': 0, 'commands': 0, 'rejected_commands': 0, 'rejected_goals': 0}
         self._episode_steps = 0
 
         self._state_pub = self.create_publisher(JointState, '/joint_states', state_qos())
-        self._goal_pub = self.create_publisher(PointStamped, '/trpo/goal', latched_qos())
+        self._goal_pub = self.create_publisher(PointStamped, param['goal_topic'], latched_qos())
         if self._follow_goal:
-            self.create_subscription(PointStamped, '/trpo/goal', self._on_goal, latched_qos())
+            subscribe_any_durability(self, PointStamped, param['goal_topic'],
+                                     self.guard.wrap('goal', self._on_goal))
         self._marker_pub = self.create_publisher(MarkerArray, '/trpo/markers', 10)
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         description = self.create_publisher(String, '/robot_description', latched_qos())
         description.publish(String(data=robot_description_in_world(self.info, self.frame_id)))
-        self.create_subscription(Float64MultiArray, param['command_topic'], self._on_command,
+        self.create_subscription(Float64MultiArray, param['command_topic'],
+                                 self.guard.wrap('command', self._on_command),
                                  command_qos(param['command_reliability']))
-        self.create_service(Trigger, '~/reset', self._on_reset)
+        self.create_service(Trigger, '~/reset', self.guard.service('reset', self._on_reset))
         self._state_msg = JointState(name=self.joint_names)
 
         self._seed, self._episode_index = int(param['seed']), 0
@@ -125,14 +144,17 @@ class SimNode(Node):
             self._reset()
             self._publish_goal()
             self._publish_state()
+        wrap = self.guard.wrap
         if self.mode == 'realtime':
-            self.create_timer(1.0 / self.rate_hz, self._on_tick)
+            self.create_timer(1.0 / self.rate_hz, wrap('tick', self._on_tick))
         else:
-            self.create_timer(max(0.02, self._kick / 2), self._on_kick)
-        self.create_timer(max(0.02, float(param['marker_period'])), self._publish_markers)
-        self.create_timer(max(0.05, float(param['diagnostics_period'])), self._publish_diag)
-        self.get_logger().info(
-            f"{param['env']} ({self.control_mode}, {self.rate_hz:g} Hz, {self.mode}): "
+            self.create_timer(max(0.02, self._kick / 2), wrap('kick', self._on_kick))
+        self.create_timer(max(0.02, float(param['marker_period'])),
+                          wrap('markers', self._publish_markers))
+        self.create_timer(max(0.05, float(param['diagnostics_period'])),
+                          wrap('diagnostics', self._publish_diag))
+        self.log.info(
+            f"{self.env_id} ({self.control_mode}, {self.rate_hz:g} Hz, {self.mode}): "
             f"joints {', '.join(self.joint_names)}; commands on {param['command_topic']}")
 
     # ------------------------------------------------------------------------- properties
@@ -158,9 +180,8 @@ class SimNode(Node):
         command = as_array(msg.data)
         if command.shape != self._low.shape or not np.isfinite(command).all():
             self._counts['rejected_commands'] += 1
-            self.get_logger().error(
-                f'ignored command of {command.size} values (expected {self._low.size} '
-                'finite values)', throttle_duration_sec=1.0)
+            self.log.error(f'ignored command of {command.size} values (expected '
+                           f'{self._low.size} finite values)', throttle_sec=1.0, key='command')
             return
         with self._lock:
             self._command = command.copy()
@@ -208,7 +229,7 @@ class SimNode(Node):
                                  'final_distance': float(info['distance']),
                                  'steps': self._episode_steps})
             if self.done:
-                self.get_logger().info(
+                self.log.info(
                     f'{len(self.results)} episodes done, success rate {self.success_rate():.2f}')
             self._reset()
             self._publish_goal()
@@ -226,10 +247,14 @@ class SimNode(Node):
                                                  *self.env.unwrapped.joint_state()))
 
     def _on_goal(self, msg: PointStamped) -> None:
-        goal = [msg.point.x, msg.point.y, msg.point.z]
-        if all(math.isfinite(v) for v in goal):
-            with self._lock:
-                self.env.unwrapped.set_goal(goal)
+        try:
+            goal = goal_from_msg(msg, self.frame_id)
+        except ObservationError as exc:
+            self._counts['rejected_goals'] += 1
+            self.log.error(f'ignored goal: {exc}', throttle_sec=1.0, key='goal')
+            return
+        with self._lock:
+            self.env.unwrapped.set_goal(goal)
 
     def _publish_goal(self) -> None:
         if self._follow_goal:  # the client owns the goal topic
@@ -262,12 +287,16 @@ class SimNode(Node):
             if results else float('nan'),
             'episode_step': self._episode_steps,
             **self._counts,
+            'callback_errors': self.guard.errors,
         }
         level, message = OK, f'{len(results)} episodes, success rate {self.success_rate():.2f}'
         if self._counts['commands'] == 0:
             level, message = WARN, 'no commands received yet'
         if self.done:
             message = 'finished: ' + message
+        contained = self.guard.take_recent()
+        if contained:
+            level, message = ERROR, message + '; contained ' + '; '.join(contained.values())
         status = diagnostic_status(f'{self.get_name()}: episodes', self.get_fully_qualified_name(),
                                    level, message, values)
         self._diag_pub.publish(diagnostic_array(self.get_clock().now().to_msg(), [status]))
@@ -280,11 +309,28 @@ class SimNode(Node):
             super().destroy_node()
 
 
+def robot_to_simulate(param: dict[str, Any]) -> tuple[str, Any, dict[str, Any]]:
+    """(label, robot/task YAML or mapping, ReachEnv kwargs) from sim_node's parameters."""
+    if param['model_path']:
+        from trpo_ros.runtime import Policy
+
+        meta = Policy.load(param['model_path']).metadata
+        kwargs = {k: v for k, v in meta.get('config', {}).get('env_kwargs', {}).items()
+                  if k not in ('robot_yaml', 'urdf')}
+        if meta.get('robot_config'):
+            return str(meta['env_id']), meta['robot_config'], kwargs
+        return str(meta['env_id']), robot_yaml_of(str(meta['env_id'])), kwargs
+    if param['robot_yaml']:
+        return str(param['robot_yaml']), str(param['robot_yaml']), {}
+    return str(param['env']), robot_yaml_of(str(param['env'])), {}
+
+
 def main(args: Sequence[str] | None = None) -> int:
     """Entry point: `sim_node --ros-args -p mode:=lockstep`."""
     # One thread: every callback is short and takes the same lock; a multi-threaded executor
     # only adds wake-up latency (measured: p99 round trip 17-30 ms vs 3 ms).
-    return run_nodes(lambda context: SimNode(context=context), args=args, num_threads=1)
+    return run_nodes(lambda context: SimNode(context=context), args=args, num_threads=1,
+                     name=NODE_NAME)
 
 
 if __name__ == '__main__':

@@ -40,7 +40,7 @@ from std_msgs.msg import Float64, String
 from std_srvs.srv import SetBool, Trigger
 from trpo_ros.core.config import field_docs, FIELDS, TRPOConfig
 from trpo_ros.core.metrics import METRICS
-from trpo_ros.errors import UserError
+from trpo_ros.errors import ParameterError
 from trpo_ros.nodes.conversions import (
     diagnostic_array,
     diagnostic_status,
@@ -50,6 +50,7 @@ from trpo_ros.nodes.conversions import (
     robot_description_in_world,
     WARN,
 )
+from trpo_ros.nodes.guard import Guard, SafeLog
 from trpo_ros.nodes.preview import PolicyPreview
 from trpo_ros.nodes.runner import run_nodes, StopFlag
 
@@ -97,10 +98,6 @@ class _StopFlag(StopFlag):
             for callback in self.on_set:
                 callback()
         super().set(reason)
-
-
-class ParameterError(UserError):
-    """A node parameter that cannot be used; the message names it."""
 
 
 def metric_topic_name(key: str) -> str:
@@ -209,6 +206,8 @@ class TrainNode(Node):
         self._thread: threading.Thread | None = None
         self._preview: PolicyPreview | None = None
         super().__init__(NODE_NAME, **kwargs)
+        self.log = SafeLog(self.get_logger())
+        self.guard = Guard(self.log)
         self._stop = stop
         for name, (default, text) in NODE_PARAMETERS.items():
             dynamic = isinstance(default, float)  # accept 50 as well as 50.0
@@ -257,7 +256,7 @@ class TrainNode(Node):
             ignored = [n for n in given if n != 'total_steps']
             ignored += [n for n in ('env', 'config_file', 'run_dir') if param[n]]
             if ignored:
-                self.get_logger().warning('resuming: the saved config is used; ignored '
+                self.log.warning('resuming: the saved config is used; ignored '
                                           + ', '.join(ignored))
             _, state = load_latest_good(run_dir)
             saved = from_dict(state['config'])
@@ -288,10 +287,13 @@ class TrainNode(Node):
                              for key, topic in METRIC_TOPICS.items()}
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self._path_pub = self.create_publisher(String, '/trpo/policy_path', latched_qos())
-        services = ReentrantCallbackGroup()
-        self.create_service(Trigger, '~/save_checkpoint', self._on_save, callback_group=services)
-        self.create_service(Trigger, '~/export_policy', self._on_export, callback_group=services)
-        self.create_service(SetBool, '~/pause', self._on_pause, callback_group=services)
+        services, guard = ReentrantCallbackGroup(), self.guard
+        self.create_service(Trigger, '~/save_checkpoint', guard.service('save', self._on_save),
+                            callback_group=services)
+        self.create_service(Trigger, '~/export_policy', guard.service('export', self._on_export),
+                            callback_group=services)
+        self.create_service(SetBool, '~/pause', guard.service('pause', self._on_pause),
+                            callback_group=services)
 
         info, config = trainer.env_info, trainer.config
         if info and preview_rate != 0:
@@ -300,8 +302,8 @@ class TrainNode(Node):
                 seed=config.seed, rate_hz=preview_rate, camera_rate_hz=camera_rate,
                 frame_id=self.frame_id)
         elif not info:
-            self.get_logger().info(f'{trainer.config.env_id} has no spec_info: no preview')
-        self.get_logger().info(
+            self.log.info(f'{trainer.config.env_id} has no spec_info: no preview')
+        self.log.info(
             f'{"resuming" if trainer.iteration else "training"} {trainer.config.env_id} in '
             f'{self.run_dir} ({trainer.env_steps}/{trainer.config.total_steps} steps, '
             f'batch {trainer.config.batch_size})')
@@ -323,7 +325,7 @@ class TrainNode(Node):
         try:
             # Services take the lock between iterations; a stop keeps the progress in a
             # checkpoint (atomic write) and skips the export, so shutdown stays quick.
-            trainer.train(self._after_iteration, lock=self._lock,
+            trainer.train(self.guard.wrap('metrics', self._after_iteration), lock=self._lock,
                           hold=lambda: self._waiting > 0, export_on_stop=False)
             if trainer.stop_event.is_set():
                 self._state = 'stopped'
@@ -331,7 +333,7 @@ class TrainNode(Node):
             self._finish()
         except Exception as exc:  # noqa: BLE001 - reported, the node keeps serving
             self._state = 'failed'
-            self.get_logger().error(f'training failed: {type(exc).__name__}: {exc}')
+            self.log.error(f'training failed: {type(exc).__name__}: {exc}')
             self._publish_diagnostics(level_override=(ERROR, f'training failed: {exc}'))
             if self._stop is not None and self.get_parameter('exit_when_done').value:
                 self._stop.set('failed')
@@ -351,10 +353,10 @@ class TrainNode(Node):
         if path.is_file() and trainer.last_export_error is None:
             self.policy_path = str(path.resolve())
             self._path_pub.publish(String(data=self.policy_path))
-            self.get_logger().info(f'done: {trainer.env_steps} steps, {trainer.iteration} '
+            self.log.info(f'done: {trainer.env_steps} steps, {trainer.iteration} '
                                    f'iterations; policy {self.policy_path}')
         else:
-            self.get_logger().error(f'done, but the ONNX export failed: '
+            self.log.error(f'done, but the ONNX export failed: '
                                     f'{trainer.last_export_error}')
         self._publish_diagnostics()
         if self.get_parameter('exit_when_done').value and self._stop is not None:
@@ -391,8 +393,12 @@ class TrainNode(Node):
                 level, message = WARN, message + '; trust region at its floor delta_min'
         if level_override is not None:
             level, message = level_override
+        contained = self.guard.take_recent()
+        if contained and level_override is None:
+            level, message = ERROR, message + '; contained ' + '; '.join(contained.values())
         values: dict[str, Any] = {'state': self._state, 'env_id': config.env_id,
-                                  'run_dir': str(self.run_dir), **row}
+                                  'run_dir': str(self.run_dir), **row,
+                                  'callback_errors': self.guard.errors}
         if self.policy_path:
             values['policy_path'] = self.policy_path
         status = diagnostic_status(STATUS_NAME, self.get_fully_qualified_name(), level,
@@ -428,10 +434,10 @@ class TrainNode(Node):
         try:
             path = self._between_iterations(work)
             response.success, response.message = True, str(Path(path).resolve())
-            self.get_logger().info(f'{what}: {response.message}')
+            self.log.info(f'{what}: {response.message}')
         except Exception as exc:  # noqa: BLE001 - the caller gets the reason
             response.success, response.message = False, f'{what} failed: {exc}'
-            self.get_logger().error(response.message)
+            self.log.error(response.message)
         return response
 
     def _on_pause(self, request: SetBool.Request, response: SetBool.Response) -> Any:
@@ -444,7 +450,7 @@ class TrainNode(Node):
             self._state = 'training' if self.training else self._state
             response.message = 'resumed'
         response.success = True
-        self.get_logger().info(response.message)
+        self.log.info(response.message)
         return response
 
     # ------------------------------------------------------------------------- shutdown
@@ -477,7 +483,7 @@ class TrainNode(Node):
                 self.trainer.close()
             else:
                 newest = getattr(self.trainer, 'checkpoint_path', None)
-                self.get_logger().warning(f'iteration still running after {STOP_GRACE} s; '
+                self.log.warning(f'iteration still running after {STOP_GRACE} s; '
                                           f'exiting without it (newest checkpoint: {newest})')
         super().destroy_node()
 
@@ -492,26 +498,12 @@ def _rate(param: dict[str, Any], name: str) -> float:
     return float(value)
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Exception classes that mean a bad parameter value (exit 2, one log line)."""
-    from rclpy.exceptions import InvalidParameterTypeException, ParameterException
-
-    return UserError, ParameterException, InvalidParameterTypeException
-
-
-class _StartupError(Exception):
-    """Raised from the node factory after the bad parameter was logged."""
-
-
 def main(args: Sequence[str] | None = None) -> int:
     """
     Entry point: `train_node --ros-args -p env:=trpo_ros/KukaReach-v0 -p total_steps:=1e5`.
 
     Returns 0 on a clean stop (SIGINT/SIGTERM, or `exit_when_done`), 2 on bad parameters.
     """
-    from rclpy._rclpy_pybind11 import RCLError
-    import rclpy.logging
-
     # The training thread runs Python (and C calls that keep the GIL) nearly all the time;
     # shorter GIL turns keep signal handling and the executor responsive (exit within 2 s).
     sys.setswitchinterval(0.0005)
@@ -519,21 +511,10 @@ def main(args: Sequence[str] | None = None) -> int:
     made: list[TrainNode] = []
 
     def factory(context: Any) -> TrainNode:
-        try:
-            node = TrainNode(context=context, stop=stop)
-        except _user_errors() as exc:
-            rclpy.logging.get_logger(NODE_NAME).error(f'bad parameters: {exc}')
-            raise _StartupError(str(exc)) from None
-        made.append(node)
-        return node
+        made.append(TrainNode(context=context, stop=stop))
+        return made[-1]
 
-    try:
-        code = run_nodes(factory, args=args, num_threads=4, stop=stop)
-    except _StartupError:
-        return 2
-    except RCLError as exc:  # unparsable --ros-args
-        sys.stderr.write(f'{NODE_NAME}: error: {exc}\n')
-        return 2
+    code = run_nodes(factory, args=args, num_threads=4, stop=stop, name=NODE_NAME)
     if made and made[0].training:
         # The iteration outlived the grace period: leave without it. Its checkpoint writes are
         # atomic, so the newest checkpoint on disk stays whole (a stray temp file at worst).

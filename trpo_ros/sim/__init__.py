@@ -10,6 +10,7 @@ Registered ids:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 import os
 from typing import Any
 
@@ -19,25 +20,42 @@ from trpo_ros.sim.config import find_sim_file, load_robot_yaml, SimConfigError
 from trpo_ros.sim.reach_env import ReachEnv, save_gif
 
 __all__ = ['ENV_IDS', 'ReachEnv', 'SimConfigError', 'find_sim_file', 'load_robot_yaml',
-           'make_env_from_yaml', 'save_gif']
+           'make_env_from_yaml', 'reach_from_yaml', 'robot_yaml_of', 'save_gif']
 
 ENV_IDS = {'trpo_ros/KukaReach-v0': 'kuka_reach.yaml',
            'trpo_ros/PandaReach-v0': 'panda_reach.yaml'}
 _DEFAULT_EPISODE_STEPS = 50
 
 
-def _episode_steps(robot_yaml: str | os.PathLike) -> int:
+def _episode_steps(robot_yaml: str | os.PathLike | Mapping[str, Any]) -> int:
     return int(load_robot_yaml(robot_yaml)['task'].get('episode_steps', _DEFAULT_EPISODE_STEPS))
 
 
-def reach_from_yaml(robot_yaml: str | os.PathLike, **kwargs: Any) -> gym.Env:
-    """Entry point of 'trpo_ros/Reach-v0': a ReachEnv cut at the YAML's episode_steps."""
-    return TimeLimit(ReachEnv(robot_yaml=robot_yaml, **kwargs), _episode_steps(robot_yaml))
+def reach_from_yaml(robot_yaml: str | os.PathLike | Mapping[str, Any],
+                    max_episode_steps: int | None = None, **kwargs: Any) -> gym.Env:
+    """
+    Entry point of 'trpo_ros/Reach-v0': a ReachEnv cut at `max_episode_steps`.
+
+    `robot_yaml` is a file or a robot/task mapping (an exported model's `robot_config`);
+    `max_episode_steps` defaults to the YAML's episode_steps.
+    """
+    steps = _episode_steps(robot_yaml) if max_episode_steps is None else max_episode_steps
+    return TimeLimit(ReachEnv(robot_yaml=robot_yaml, **kwargs), int(steps))
 
 
-def make_env_from_yaml(robot_yaml: str | os.PathLike, **kwargs: Any) -> gym.Env:
-    """``gym.make`` a reach env from a robot/task YAML (path or name under `sim/`)."""
-    return gym.make('trpo_ros/Reach-v0', robot_yaml=str(robot_yaml), **kwargs)
+def make_env_from_yaml(robot_yaml: str | os.PathLike | Mapping[str, Any],
+                       **kwargs: Any) -> gym.Env:
+    """``gym.make`` a reach env from a robot/task YAML (path, name under `sim/`, or mapping)."""
+    source = robot_yaml if isinstance(robot_yaml, Mapping) else str(robot_yaml)
+    return gym.make('trpo_ros/Reach-v0', robot_yaml=source, **kwargs)
+
+
+def robot_yaml_of(env_id: str) -> str:
+    """Return the robot/task YAML behind a registered reach env id (SimConfigError else)."""
+    if env_id not in ENV_IDS:
+        raise SimConfigError(f'{env_id!r} is not a trpo_ros reach robot (known: '
+                             f'{", ".join(ENV_IDS)}; or give a robot/task YAML)')
+    return ENV_IDS[env_id]
 
 
 def _register() -> None:

@@ -25,6 +25,8 @@ A robot/task YAML (see `sim/kuka_reach.yaml`) has two sections::
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+import copy
 import os
 from pathlib import Path
 import sys
@@ -81,17 +83,22 @@ def find_sim_file(name: str | os.PathLike) -> Path:
     raise SimConfigError(f'sim file {str(name)!r} not found (looked at: {", ".join(tried)})')
 
 
-def load_robot_yaml(name: str | os.PathLike) -> dict[str, Any]:
+def load_robot_yaml(name: str | os.PathLike | Mapping[str, Any]) -> dict[str, Any]:
     """
     Load and validate a robot/task YAML; returns {'path', 'robot': {...}, 'task': {...}}.
 
-    A relative `robot.urdf` that exists next to the YAML is made absolute.
+    `name` is a file (path or name under `sim/`) or the mapping itself (e.g. the
+    `robot_config` an exported model carries; its path is '<embedded>'). A relative
+    `robot.urdf` that exists next to the YAML file is made absolute.
     """
-    path = find_sim_file(name)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise SimConfigError(f'{path}: invalid YAML: {exc}') from exc
+    if isinstance(name, Mapping):
+        path, data = Path('<embedded>'), copy.deepcopy(dict(name))
+    else:
+        path = find_sim_file(name)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise SimConfigError(f'{path}: invalid YAML: {exc}') from exc
     if not isinstance(data, dict):
         raise SimConfigError(f'{path}: expected a mapping at the top level')
     robot = data.get('robot') or {}

@@ -250,6 +250,7 @@ class ReachEnv(gym.Env):
             raise SimConfigError(f'home {self.home.tolist()} is outside the joint limits')
         if not 0.0 < position_gain <= 1.0:
             raise SimConfigError(f'position_gain must be in (0, 1], got {position_gain}')
+        self.max_delta = max_delta
         robot.set_control_mode(self.control_mode, position_gain)
         robot.reset_joints(self.home)
         robot.disable_default_collisions()
@@ -430,7 +431,7 @@ class ReachEnv(gym.Env):
         self._read_state()
 
     def spec_info(self) -> dict[str, Any]:
-        """Everything export and nodes need about this env, JSON-serializable (CONTRACTS.md)."""
+        """Everything export and nodes need about this env, JSON-serializable."""
         robot = self.robot
         return {
             'joint_names': list(robot.joint_names),
@@ -453,6 +454,34 @@ class ReachEnv(gym.Env):
             'max_episode_steps': self.episode_steps,
             'goal_low': self.goal_low.tolist(),
             'goal_high': self.goal_high.tolist(),
+            'robot_config': self.robot_config(),
+        }
+
+    def robot_config(self) -> dict[str, Any]:
+        """
+        Return this env's robot and task as a robot/task YAML mapping, URDF text included.
+
+        `ReachEnv(robot_yaml=env.robot_config())` rebuilds the same robot and task without the
+        original files (the export carries it, so sim_node can simulate what a model drove).
+        """
+        robot = self.robot
+        limits = {j: {'lower': lo, 'upper': hi, 'velocity': v, 'effort': e}
+                  for j, lo, hi, v, e in zip(robot.joint_names, robot.lower.tolist(),
+                                             robot.upper.tolist(),
+                                             robot.velocity_limits.tolist(),
+                                             robot.effort_limits.tolist())}
+        return {
+            'robot': {'urdf': robot.portable_urdf(), 'joints': list(robot.joint_names),
+                      'ee_link': robot.ee_link, 'base_position': list(robot.base_position),
+                      'base_orientation': list(robot.base_orientation),
+                      'home': self.home.tolist(), 'limits': limits},
+            'task': {'control_mode': self.control_mode, 'max_delta': self.max_delta,
+                     'control_rate_hz': self.control_rate_hz,
+                     'physics_rate_hz': self.physics_rate_hz,
+                     'episode_steps': self.episode_steps,
+                     'success_threshold': self.success_threshold,
+                     'goal_low': self.goal_low.tolist(), 'goal_high': self.goal_high.tolist(),
+                     'init_joint_noise': self.init_joint_noise},
         }
 
 

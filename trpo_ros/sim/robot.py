@@ -88,6 +88,12 @@ def _resolve_mesh_paths(urdf_text: str, search_dirs: Sequence[str | Path]) -> st
     return _FILENAME_RE.sub(resolve, urdf_text)
 
 
+def _with_pybullet_data(dirs: Sequence[str | Path]) -> list[Path]:
+    """Mesh search folders: `dirs`, then pybullet_data and its sub-folders."""
+    data = Path(pybullet_data_path())
+    return [*map(Path, dirs), data, *sorted(d for d in data.iterdir() if d.is_dir())]
+
+
 class Robot:
     """
     A fixed-base URDF arm in its own pybullet DIRECT client.
@@ -162,6 +168,7 @@ class Robot:
         self.base_orientation = tuple(float(v) for v in base_orientation)
         flags = p.URDF_USE_SELF_COLLISION | p.URDF_USE_SELF_COLLISION_EXCLUDE_PARENT \
             if self_collision else 0
+        self._mesh_dirs = [*([load_path.parent] if load_path else []), *mesh_search_paths]
         self.body = self._load(load_path, flags, mesh_search_paths)
         if ground_plane:
             p.loadURDF('plane.urdf', physicsClientId=cid)
@@ -218,6 +225,10 @@ class Robot:
         self._gains: list[float] = []
 
     # ------------------------------------------------------------------ loading
+    def portable_urdf(self) -> str:
+        """Return the URDF text with its mesh file names made absolute (loadable from here)."""
+        return _resolve_mesh_paths(self.urdf_text, _with_pybullet_data(self._mesh_dirs))
+
     def _load(self, load_path: Path | None, flags: int, mesh_dirs: Sequence[str | Path]) -> int:
         cid = self.client
         kwargs = {'basePosition': self.base_position, 'baseOrientation': self.base_orientation,
@@ -225,9 +236,7 @@ class Robot:
         if load_path is not None:
             body = p.loadURDF(str(load_path), **kwargs)
         else:
-            data = Path(pybullet_data_path())
-            dirs = [*mesh_dirs, data, *sorted(d for d in data.iterdir() if d.is_dir())]
-            text = _resolve_mesh_paths(self.urdf_text, dirs)
+            text = _resolve_mesh_paths(self.urdf_text, _with_pybullet_data(mesh_dirs))
             fd, tmp = tempfile.mkstemp(suffix='.urdf', prefix='trpo_ros_')
             try:
                 with os.fdopen(fd, 'w') as handle:
