@@ -42,6 +42,7 @@ setup(
         'torch>=2.2,<=2.13.0',
         'gymnasium>=1.0,<1.5',
         'pybullet>=3.2.6,<3.3',
+        'pybullet-envs-gymnasium>=0.5,<0.7',  # HopperBulletEnv-v0 and the other benchmark ids
         'onnx>=1.16,<1.24',
         'onnxruntime>=1.18,<1.33',
         'onnxscript>=0.3,<0.8',
@@ -67,7 +68,7 @@ setup(
         ],
         'ray': ['ray>=2.9,<3'],
         'test': ['pytest>=8,<10', 'ruff>=0.6,<0.18', 'colcon-common-extensions>=0.3,<0.4'],
-        'bench': ['sb3-contrib>=2.3,<2.10', 'pybullet-envs-gymnasium>=0.5,<0.7'],
+        'bench': ['sb3-contrib>=2.3,<2.10'],
     },
     zip_safe=True,
     maintainer='trpo_ros maintainers',
