@@ -1,0 +1,299 @@
+"""
+The README's ROS 2 usage, run with the real tools: colcon, `ros2 launch` and the `ros2` CLI.
+
+The package is built with colcon into a scratch workspace once per session and its
+`install/setup.bash` sourced; then the tests do what a robot team does in a terminal:
+`ros2 launch trpo_ros train.launch.py` / `deploy.launch.py`, `ros2 topic echo/pub`,
+`ros2 service call`, `ros2 param set`, `ros2 lifecycle set/get`, Ctrl-C (SIGINT to the launch's
+process group). Continuous streams (commands, /diagnostics, markers) are watched by an
+in-process probe node, as rviz2 or rqt would. Without `ros2` (install it with
+`bash ../shared/ros2_launch/install.sh .venv`) the tests skip; with TRPO_ROS_REQUIRE_ROS2=1
+(set by scripts/test.sh when ../shared/ros2_launch exists) or CI=true they fail.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+import re
+import shutil
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+from ros2_cli_helpers import (
+    build_workspace,
+    echo_once,
+    float_field,
+    REPO,
+    Result,
+    Ros2Cli,
+)
+import yaml
+
+pytestmark = pytest.mark.integration
+
+N_STEPS = 1024  # env steps per TRPO iteration in the train.launch.py test
+EPISODES = 10  # closed-loop episodes (1 s each in realtime) before success is judged
+MIN_SUCCESS = 0.7
+GOAL_TOLERANCE = 0.1  # m, end effector to a goal published with `ros2 topic pub`
+COMMAND_TOPIC = '/forward_position_controller/commands'
+FINISHED = 'process has finished cleanly'
+
+
+@pytest.fixture(scope='session')
+def ros2_workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Build the package with colcon once; the environment `source install/setup.bash` sets."""
+    return build_workspace(tmp_path_factory.mktemp('ros2_ws'))
+
+
+@pytest.fixture
+def ros2(ros2_workspace: dict[str, str], tmp_path: Path):
+    """Provide a `ros2` runner for this test's domain; stops its launches and daemon after."""
+    cli = Ros2Cli(ros2_workspace, tmp_path)
+    yield cli
+    cli.close()
+
+
+# ------------------------------------------------------------------------------- helpers
+def trigger_reply(result: Result) -> tuple[bool, str]:
+    """(success, message) of a `ros2 service call ... std_srvs/srv/Trigger` reply."""
+    match = re.search(r"Trigger_Response\(success=(True|False), message=(['\"])(.*)\2\)",
+                      result.stdout)
+    assert match, f'no Trigger reply:\n{result}'
+    return match.group(1) == 'True', match.group(3)
+
+
+def node_finished_cleanly(output: str, node: str) -> bool:
+    """Tell whether launch reported `[<node>-N]: process has finished cleanly`."""
+    return re.search(rf'\[{re.escape(node)}-\d+\]: {FINISHED}', output) is not None
+
+
+def stop_launch(launch: Any, *nodes: str) -> str:
+    """Ctrl-C the launch; assert exit 0 and every node in `nodes` finished cleanly."""
+    code, output = launch.stop()
+    assert code == 0, f'ros2 launch exited with {code}:\n{output}'
+    for node in nodes:
+        assert node_finished_cleanly(output, node), f'{node} did not finish cleanly:\n{output}'
+    return output
+
+
+def train_params(path: Path) -> Path:
+    """config/train.yaml with a fast set-up: small batches, no preview, no TensorBoard."""
+    params = yaml.safe_load((REPO / 'config' / 'train.yaml').read_text())
+    params['train_node']['ros__parameters'].update(
+        n_steps=N_STEPS, preview_rate_hz=0.0, tensorboard=False, eval_every=0)
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def metric_iterations(run_dir: Path) -> list[int]:
+    """Return the `iteration` column of run_dir/metrics.csv."""
+    with open(run_dir / 'metrics.csv', newline='') as handle:
+        return [int(float(row['iteration'])) for row in csv.DictReader(handle)]
+
+
+def checkpoint_iteration(path: str | Path) -> int:
+    """Return the iteration of a checkpoint file named ckpt_<iteration>.pt."""
+    match = re.search(r'ckpt_(\d+)\.pt$', str(path))
+    assert match, f'unexpected checkpoint name {path}'
+    return int(match.group(1))
+
+
+def sim_status(probe: Any) -> dict[str, str] | None:
+    """Values of the newest 'sim_node: episodes' status on /diagnostics (None if none yet)."""
+    for _, status in reversed(list(probe.diagnostics)):
+        if status.name == 'sim_node: episodes':
+            return {kv.key: kv.value for kv in status.values}
+    return None
+
+
+def sim_episodes_done(probe: Any, episodes: int) -> dict[str, str] | None:
+    """Return the newest sim_node status once it counts `episodes` episodes, else None."""
+    values = sim_status(probe)
+    return values if values is not None and int(values['episodes']) >= episodes else None
+
+
+def expect_commands(probe: Any, count: int = 10, timeout: float = 5.0) -> None:
+    """Assert that `count` fresh commands arrive within `timeout` s, finite, 7 joints each."""
+    probe.clear()
+    probe.wait_for(lambda: len(probe.commands) >= count, timeout=timeout)
+    with probe.lock:
+        commands = [c for _, c in probe.commands]
+    assert all(c.shape == (7,) and np.isfinite(c).all() for c in commands), commands[:3]
+
+
+def expect_no_commands(probe: Any, window: float = 1.0) -> None:
+    """Assert that no command arrives during `window` s (after a short grace for in-flight)."""
+    time.sleep(0.2)
+    probe.clear()
+    time.sleep(window)
+    with probe.lock:
+        got = len(probe.commands)
+    assert got == 0, f'{got} commands in {window} s while inactive'
+
+
+def ee_position(markers: list[Any]) -> np.ndarray | None:
+    """Position of the newest 'end_effector' marker on /trpo/markers (None if none yet)."""
+    for array in reversed(markers[-5:]):
+        for marker in array.markers:
+            if marker.ns == 'end_effector':
+                p = marker.pose.position
+                return np.array([p.x, p.y, p.z])
+    return None
+
+
+def wait_reaches(markers: list[Any], goal: np.ndarray, timeout: float) -> float:
+    """Wait until the end effector is within GOAL_TOLERANCE of `goal`; return the seconds."""
+    start = time.monotonic()
+    distance = float('inf')
+    while time.monotonic() - start < timeout:
+        ee = ee_position(markers)
+        if ee is not None:
+            distance = float(np.linalg.norm(ee - goal))
+            if distance < GOAL_TOLERANCE:
+                return time.monotonic() - start
+        time.sleep(0.05)
+    raise AssertionError(f'end effector {ee_position(markers)} still {distance:.3f} m '
+                         f'from the goal {goal.tolist()} after {timeout} s')
+
+
+def goal_yaml(goal: np.ndarray) -> str:
+    """Return a PointStamped in frame world as YAML, as `ros2 topic pub` takes it."""
+    x, y, z = (float(v) for v in goal)
+    return f'{{header: {{frame_id: world}}, point: {{x: {x}, y: {y}, z: {z}}}}}'
+
+
+# --------------------------------------------------------------------------------- tests
+def test_train_launch_echo_checkpoint_sigint_resume(ros2: Ros2Cli, tmp_path: Path) -> None:
+    run_dir = tmp_path / 'run'
+    params = train_params(tmp_path / 'train_params.yaml')
+    launch = ros2.launch('trpo_ros', 'train.launch.py', 'total_steps:=1000000', 'n_envs:=1',
+                         f'run_dir:={run_dir}', f'params_file:={params}')
+    launch.wait_for(r'\[train_node\]: training trpo_ros/KukaReach-v0', timeout=60)
+
+    echo = echo_once(ros2, '/trpo/iteration', 'std_msgs/msg/Float64', timeout=30)
+    assert echo.returncode == 0, f'{echo}\n{launch.output()}'
+    assert float_field(echo.stdout) >= 1.0, echo
+
+    reply = ros2.run('service', 'call', '/train_node/save_checkpoint', 'std_srvs/srv/Trigger',
+                     timeout=60)
+    success, path = trigger_reply(reply)
+    assert success and Path(path).is_file(), reply
+    saved = checkpoint_iteration(path)
+    assert saved >= 1
+
+    output = stop_launch(launch, 'train_node')
+    assert 'Traceback' not in output, output
+    newest = max(checkpoint_iteration(p) for p in (run_dir / 'checkpoints').glob('ckpt_*.pt'))
+    assert newest >= saved
+    assert metric_iterations(run_dir)[:newest] == list(range(1, newest + 1))
+
+    # Resume for two more iterations: the log says so, metrics.csv continues without a gap.
+    total = (newest + 2) * N_STEPS
+    launch = ros2.launch('trpo_ros', 'train.launch.py', f'resume:={run_dir}',
+                         f'total_steps:={total}', f'params_file:={params}')
+    line = launch.wait_for(r'\[train_node\]: resuming .*', timeout=60).group(0)
+    assert f'({newest * N_STEPS}/{total} steps' in line, line
+    launch.wait_for(r'\[train_node\]: done: ', timeout=60)
+    assert metric_iterations(run_dir) == list(range(1, newest + 3))
+    print(f'/trpo/iteration {float_field(echo.stdout):g}; saved {Path(path).name}; newest '
+          f'checkpoint at SIGINT {newest}; {line}')
+    assert (run_dir / 'policy.onnx').is_file()
+    output = stop_launch(launch, 'train_node')
+    assert 'Traceback' not in output, output
+
+
+def test_deploy_launch_closed_loop_param_lifecycle(ros2: Ros2Cli, trained_run: Path,
+                                                   probe: Any, tmp_path: Path) -> None:
+    model = trained_run / 'policy.onnx'
+    launch = ros2.launch('trpo_ros', 'deploy.launch.py', f'model:={model}', 'sim:=true')
+
+    # Closed loop: sim_node reports episode success on /diagnostics.
+    values = probe.wait_for(lambda: sim_episodes_done(probe, EPISODES),
+                            timeout=EPISODES * 1.0 + 30.0, period=0.1)
+    print(f"closed loop: {values['successes']}/{values['episodes']} episodes reached the goal "
+          f'after {time.monotonic() - launch.started:.1f} s')
+    assert float(values['success_rate']) >= MIN_SUCCESS, (values, launch.output())
+
+    # Hot swap: a good model is taken, a bad path is refused and the old model keeps serving.
+    good = tmp_path / 'good.onnx'
+    shutil.copyfile(model, good)
+    result = ros2.run('param', 'set', '/inference_node', 'model_path', str(good),
+                      until=lambda r: 'Node not found' not in r.output, retry_for=10)
+    assert 'Set parameter successful' in result.stdout, result
+    result = ros2.run('param', 'set', '/inference_node', 'model_path', '/nonexistent.onnx')
+    assert 'Setting parameter failed' in result.output, result
+    assert '/nonexistent.onnx' in result.output, result
+    expect_commands(probe)
+    result = ros2.run('param', 'get', '/inference_node', 'model_path')
+    assert str(good) in result.stdout, result
+
+    # Lifecycle: deactivate -> activate -> deactivate -> cleanup -> configure -> activate.
+    def transition(name: str) -> None:
+        result = ros2.run('lifecycle', 'set', '/inference_node', name,
+                          until=lambda r: 'Node not found' not in r.output, retry_for=10)
+        assert 'Transitioning successful' in result.stdout, result
+
+    def state() -> str:
+        result = ros2.run('lifecycle', 'get', '/inference_node')
+        assert result.returncode == 0, result
+        return result.stdout.strip()
+
+    assert state().startswith('active'), ros2.transcript()
+    transition('deactivate')
+    assert state().startswith('inactive'), ros2.transcript()
+    expect_no_commands(probe)
+    transition('activate')
+    expect_commands(probe)
+    transition('deactivate')
+    transition('cleanup')
+    assert state().startswith('unconfigured'), ros2.transcript()
+    expect_no_commands(probe, window=0.5)
+    transition('configure')
+    transition('activate')
+    assert state().startswith('active'), ros2.transcript()
+    expect_commands(probe)
+
+    output = stop_launch(launch, 'inference_node', 'sim_node')
+    assert 'Traceback' not in output, output
+
+
+def test_goal_from_default_qos_publisher_moves_the_arm(ros2: Ros2Cli, trained_run: Path,
+                                                       probe: Any) -> None:
+    from visualization_msgs.msg import MarkerArray
+
+    markers = probe.listen(MarkerArray, '/trpo/markers')
+    launch = ros2.launch('trpo_ros', 'deploy.launch.py', f'model:={trained_run / "policy.onnx"}',
+                         'sim:=true', 'sim_goals:=topic')
+    launch.wait_for(r'\[inference_node\]: active', timeout=30)
+    probe.wait_for(lambda: ee_position(markers) is not None, timeout=30)
+
+    def publish_goal_and_reach(goal: np.ndarray, *qos: str) -> None:
+        start = ee_position(markers)
+        assert np.linalg.norm(start - goal) > GOAL_TOLERANCE, (start, goal)  # a real move
+        result = ros2.run('topic', 'pub', '--once', '-w', '1', *qos, '/trpo/goal',
+                          'geometry_msgs/msg/PointStamped', goal_yaml(goal), timeout=15)
+        try:
+            assert result.returncode == 0, f'ros2 topic pub did not return:\n{result}'
+            seconds = wait_reaches(markers, goal, timeout=5.0)
+        except AssertionError as exc:
+            info = ros2.run('topic', 'info', '-v', '/trpo/goal', timeout=15)
+            raise AssertionError(f'{exc}\n{info}\n{launch.output()}') from None
+        print(f'goal {goal.tolist()} {" ".join(qos) or "(default QoS)"}: ros2 topic pub '
+              f'{result.seconds:.1f} s, reached in {seconds:.1f} s')
+
+    # As in the README: default QoS, as rviz2's Publish Point and most user code publish.
+    publish_goal_and_reach(np.array([0.55, 0.1, 0.45]))
+    # Explicitly volatile: `ros2 topic pub` otherwise adapts its durability to the endpoints it
+    # finds, so the first goal alone does not show that a volatile publisher is heard.
+    publish_goal_and_reach(np.array([0.45, -0.15, 0.5]), '--qos-durability', 'volatile',
+                           '--qos-reliability', 'reliable')
+
+    # sim_goals:=topic: sim_node follows the goal topic and never ends an episode itself.
+    values = sim_status(probe)
+    assert values is not None and int(values['episodes']) == 0, values
+
+    output = stop_launch(launch, 'inference_node', 'sim_node')
+    assert 'Traceback' not in output, output
