@@ -160,8 +160,12 @@ class InferenceNode(LifecycleNode):
         self._diag_timer = self.create_timer(
             max(0.05, float(self.get_parameter('diagnostics_period').value)),
             self.guard.wrap('diagnostics', self._publish_diag))
+        # Goal and description inputs live as long as the node: a re-activated node must not
+        # take a latched message again over a newer one from a volatile publisher.
+        subscribe_any_durability(self, PointStamped, str(self.get_parameter('goal_topic').value),
+                                 self.guard.wrap('goal', self._on_goal))
         topic = str(self.get_parameter('robot_description_topic').value)
-        if topic:  # kept across lifecycle transitions: the description is latched once
+        if topic:
             self.create_subscription(String, topic, self.guard.wrap(
                 'robot_description', self._on_description), latched_qos())
         if self.get_parameter('autostart').value:
@@ -244,9 +248,6 @@ class InferenceNode(LifecycleNode):
             self.create_subscription(JointState, str(self.get_parameter('state_topic').value),
                                      self.guard.wrap('joint_states', self._on_state,
                                                      self._hold_on_error), state_qos()),
-            *subscribe_any_durability(self, PointStamped,
-                                      str(self.get_parameter('goal_topic').value),
-                                      self.guard.wrap('goal', self._on_goal)),
             self.create_timer(1.0 / rate, self.guard.wrap('control timer', self._on_timer,
                                                           self._hold_on_error)),
         ]
