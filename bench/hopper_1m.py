@@ -551,6 +551,7 @@ def main() -> None:
                     if impl == 'sb3' and env_id not in ZOO:
                         raise SystemExit(f'no rl-zoo settings for {env_id} here')
                     todo.append((impl, env_id, seed, variant))
+    failed: list[tuple[str, str, int, str, int]] = []
     for impl, env_id, seed, variant in todo:
         key = (impl, env_id, seed, variant, args.steps)
         if key in {result_key(r) for r in read_results(results)}:
@@ -566,10 +567,15 @@ def main() -> None:
                 continue
             load = os.getloadavg()[0]
             log(f'start {key} in {run_dir} (load {load:.2f})')
-            if impl == 'trpo_ros':
-                result = run_trpo_ros(env_id, seed, args.steps, variant, run_dir)
-            else:
-                result = run_sb3(env_id, seed, args.steps, run_dir)
+            try:
+                if impl == 'trpo_ros':
+                    result = run_trpo_ros(env_id, seed, args.steps, variant, run_dir)
+                else:
+                    result = run_sb3(env_id, seed, args.steps, run_dir)
+            except RuntimeError as exc:  # a failed run is reported; the others go on
+                failed.append(key)
+                log(f'FAILED {key}: {exc}')
+                continue
             row = {'impl': impl, 'env': env_id, 'seed': seed, 'variant': variant,
                    'steps': args.steps, 'load_start': round(load, 2), 'machine': machine(),
                    'finished': datetime.datetime.now().isoformat(timespec='seconds'),
@@ -579,6 +585,8 @@ def main() -> None:
             log(f"done {key}: eval {result['eval_mean']:.0f}, collapses "
                 f"{result['collapses']}/{result['iters_after_100k']}, "
                 f"{_fmt(result['steps_per_s'])} steps/s")
+    if failed:
+        raise SystemExit(f'{len(failed)} run(s) failed (run again to retry): {failed}')
 
 
 if __name__ == '__main__':
