@@ -94,6 +94,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     'n1024-rb': {'n_steps': 1024, 'rollback_on_regression': True},
     'n1024-dmax04-rb': {'n_steps': 1024, 'delta_max': 0.04, 'rollback_on_regression': True},
     'n1024-critic20': {'n_steps': 1024, 'n_critic_epochs': 20},
+    'n1024-zoo': {'n_steps': 1024, 'n_critic_epochs': 20, 'cg_iters': 25},  # zoo's CG, critic
+    'n1536': {'n_steps': 1536},
 }
 
 # rl-baselines3-zoo hyperparams/trpo.yml (DLR-RM/rl-baselines3-zoo @ 22e3ff2, 2026-04-23).
@@ -385,7 +387,7 @@ def result_key(row: dict[str, Any]) -> tuple[str, str, int, str, int]:
 def append_result(path: Path, row: dict[str, Any]) -> None:
     """Append one row to the results CSV (header on creation), under a file lock."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with locked(path.with_suffix('.lock'), blocking=True):
+    with locked(BENCH / 'runs' / f'.{path.name}.lock', blocking=True):  # gitignored
         new = not path.exists()
         with path.open('a', newline='') as f:
             writer = csv.DictWriter(f, fieldnames=FIELDS)
