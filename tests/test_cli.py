@@ -105,6 +105,14 @@ def test_train_eval_export_round_trip(tmp_path):
     result = run('train', '--resume', str(run_dir), '--total-steps', '1024', '--no-progress')
     assert result.returncode == 0, result.stderr
     assert 'done: 1024 steps, 4 iterations' in result.stdout
+    # The one resume rule: equal values are fine, a changed field is refused by name.
+    result = run('train', '--resume', str(run_dir), '--n-steps', '256', '--total-steps', '1280',
+                 '--no-progress')
+    assert result.returncode == 0, result.stderr
+    result = run('train', '--resume', str(run_dir), '--n-steps', '512', '--total-steps', '2048')
+    assert result.returncode == 2 and 'changed: n_steps (256 -> 512)' in result.stderr, \
+        result.stderr
+    assert result.stderr.count('\n') == 1 and 'Traceback' not in result.stderr
     # A new run into an existing run directory is refused, nothing overwritten.
     before = (run_dir / 'metrics.csv').read_bytes()
     result = run('train', '--env', 'Pendulum-v1', '--run-dir', str(run_dir))

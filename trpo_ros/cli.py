@@ -164,14 +164,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     from trpo_ros.core.trainer import Trainer
 
     if args.resume:
-        changed = [n for n in FIELDS if getattr(args, n) is not None and n != 'total_steps']
-        if changed or args.config or args.run_dir:
-            raise UserError('only --total-steps can change when resuming; got '
-                            + ', '.join(changed or ['--config/--run-dir']))
+        from trpo_ros.core.checkpoint import resume_config
+        from trpo_ros.core.config import coerce
+
+        if args.config or args.run_dir:
+            raise UserError('--config and --run-dir cannot be combined with --resume')
         run_dir = Path(args.resume)
-        saved = _saved_config(run_dir)
-        config = saved if args.total_steps is None else saved.replace(
-            total_steps=args.total_steps)
+        config = resume_config(run_dir, {n: coerce(n, getattr(args, n)) for n in FIELDS
+                                         if getattr(args, n) is not None})
         trainer = Trainer(config, run_dir, resume=True, progress=not args.no_progress)
     else:
         config = config_from_args(args)
@@ -186,14 +186,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f'done: {trainer.env_steps} steps, {trainer.iteration} iterations; evaluation '
           f'{_format_eval(result)}; policy: {run_dir / "policy.onnx"}')
     return 0
-
-
-def _saved_config(run_dir: Path) -> TRPOConfig:
-    from trpo_ros.core.checkpoint import load_latest_good
-    from trpo_ros.core.config import from_dict
-
-    _, state = load_latest_good(run_dir)
-    return from_dict(state['config'])
 
 
 def _ros_args_from_train(args: argparse.Namespace) -> list[str]:

@@ -34,9 +34,8 @@ _PER_TEST = {'ROS_DOMAIN_ID', 'PWD', 'OLDPWD', 'SHLVL', '_'}
 
 
 def ros2_required() -> bool:
-    """Tell whether a missing `ros2` is a failure (TRPO_ROS_REQUIRE_ROS2=1 or CI=true)."""
-    return (os.environ.get(REQUIRE_ENV, '') == '1'
-            or os.environ.get('CI', '').strip().lower() == 'true')
+    """Tell whether a missing `ros2` is a failure (TRPO_ROS_REQUIRE_ROS2=1)."""
+    return os.environ.get(REQUIRE_ENV, '') == '1'
 
 
 def find_tool(name: str) -> str | None:
@@ -51,7 +50,7 @@ def missing_tool(what: str) -> None:
     """Skip the test (fail it where `ros2` is required) because `what` is not installed."""
     message = f'{what} not found; get it with {INSTALL_HINT}'
     if ros2_required():
-        pytest.fail(f'{message} ({REQUIRE_ENV}=1 or CI=true: required here)', pytrace=False)
+        pytest.fail(f'{message} ({REQUIRE_ENV}=1: required here)', pytrace=False)
     pytest.skip(message)
 
 

@@ -8,7 +8,7 @@ The package is built with colcon into a scratch workspace once per session and i
 process group). Continuous streams (commands, /diagnostics, markers) are watched by an
 in-process probe node, as rviz2 or rqt would. Without `ros2` (install it with
 `bash ../shared/ros2_launch/install.sh .venv`) the tests skip; with TRPO_ROS_REQUIRE_ROS2=1
-(set by scripts/test.sh when ../shared/ros2_launch exists) or CI=true they fail.
+(set by scripts/test.sh when ../shared/ros2_launch exists) they fail.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 import json
 import os
@@ -109,6 +109,27 @@ def load_latest_good(run_dir: str | Path) -> tuple[Path, dict[str, Any]]:
         except CheckpointError as exc:
             errors.append(str(exc))
     raise CheckpointError('; '.join(errors))
+
+
+def resume_config(run_dir: str | Path, overrides: Mapping[str, Any]) -> TRPOConfig:
+    """
+    Return the saved config of the run to resume, with `overrides` applied.
+
+    The one rule for resuming (CLI and train_node): a resumed run is the same experiment,
+    continued, so a field other than total_steps that differs from the saved value is refused
+    (CheckpointError naming it); equal values are fine.
+    """
+    _, state = load_latest_good(run_dir)
+    saved = from_dict(state['config'])
+    changed = [f'{name} ({getattr(saved, name)!r} -> {value!r})'
+               for name, value in overrides.items()
+               if name != 'total_steps' and value != getattr(saved, name)]
+    if changed:
+        raise CheckpointError(f'only total_steps can change when resuming {run_dir}; '
+                              f'changed: {", ".join(changed)}')
+    if 'total_steps' in overrides:
+        saved = saved.replace(total_steps=overrides['total_steps'])
+    return saved
 
 
 @dataclass

@@ -242,7 +242,7 @@ class TrainNode(Node):
     # ---------------------------------------------------------------------------- set-up
     def _build_config(self, param: dict[str, Any]) -> tuple[TRPOConfig, Path, bool]:
         """Config: dataclass defaults < config_file < parameters set on the node."""
-        from trpo_ros.core.config import coerce, from_dict, load_config
+        from trpo_ros.core.config import coerce, load_config
 
         given = {}
         for name in FIELDS:
@@ -250,19 +250,13 @@ class TrainNode(Node):
             if value is not None and value != '':
                 given[name] = coerce(name, value)
         if param['resume']:
-            from trpo_ros.core.checkpoint import load_latest_good
+            from trpo_ros.core.checkpoint import resume_config
 
+            clash = [n for n in ('env', 'config_file', 'run_dir') if param[n]]
+            if clash:
+                raise ParameterError(f'resume cannot be combined with {", ".join(clash)}')
             run_dir = Path(str(param['resume']))
-            ignored = [n for n in given if n != 'total_steps']
-            ignored += [n for n in ('env', 'config_file', 'run_dir') if param[n]]
-            if ignored:
-                self.log.warning('resuming: the saved config is used; ignored '
-                                          + ', '.join(ignored))
-            _, state = load_latest_good(run_dir)
-            saved = from_dict(state['config'])
-            if 'total_steps' in given:
-                saved = saved.replace(total_steps=given['total_steps'])
-            return saved, run_dir, True
+            return resume_config(run_dir, given), run_dir, True
         config = load_config(param['config_file'] or None, **given)
         env_id, env_kwargs = resolve_env(str(param['env']), config.env_id, config.env_kwargs)
         if (env_id, env_kwargs) != (config.env_id, config.env_kwargs):

@@ -1,0 +1,164 @@
+"""
+sim_node under random sequences of good, malformed and flooded input, over real DDS.
+
+One realtime sim_node per example takes commands as a robot does (a ros2_control forward
+command controller's topic, default `ros2 topic pub` QoS: reliable, volatile), goals from
+volatile and transient-local publishers, and ~/reset calls. After every step: the process is
+alive, joint states keep coming at the control rate, every position is finite and within the
+joint limits, and each rejected command or goal is counted on /diagnostics.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+import signal
+import tempfile
+import time
+
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PointStamped
+import gymnasium as gym
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import invariant, rule, RuleBasedStateMachine, run_state_machine_as_test
+from nodes_helpers import NodeProcess, Probe
+import numpy as np
+import pytest
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray
+from std_srvs.srv import Trigger
+from trpo_ros.nodes.conversions import command_qos, latched_qos, state_qos
+import trpo_ros.sim  # noqa: F401 - registers the envs
+
+pytestmark = pytest.mark.integration
+
+MODULE = 'trpo_ros.nodes.sim_node'
+EXAMPLES, STEPS = 4, 55
+steps_run = [0]
+
+
+def kuka_limits() -> tuple[np.ndarray, np.ndarray]:
+    env = gym.make('trpo_ros/KukaReach-v0')
+    info = env.unwrapped.spec_info()
+    env.close()
+    return np.array(info['joint_lower']), np.array(info['joint_upper'])
+
+
+LOWER, UPPER = kuka_limits()
+
+
+class SimMachine(RuleBasedStateMachine):
+    """A client of one sim_node process that sends anything a robot stack might."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dir = Path(tempfile.mkdtemp(prefix='trpo_sim_stateful_'))
+        self.probe = Probe()
+        self.proc = NodeProcess(MODULE, {'mode': 'realtime', 'follow_goal_topic': True,
+                                         'diagnostics_period': 0.1}, self.dir / 'sim.log')
+        self.states = self.probe.listen(JointState, '/joint_states', state_qos())
+        self.diags = self.probe.listen(DiagnosticArray, '/diagnostics')
+        self.commands = self.probe.publisher(Float64MultiArray,
+                                             '/forward_position_controller/commands',
+                                             command_qos())
+        self.goals = {True: self.probe.publisher(PointStamped, '/trpo/goal', latched_qos()),
+                      False: self.probe.publisher(PointStamped, '/trpo/goal', 10)}
+        self.probe.wait_for(lambda: self.states, timeout=20.0)
+        self.probe.wait_subscribers(self.commands)
+        self.rejected = {'rejected_commands': 0, 'rejected_goals': 0}
+
+    def teardown(self) -> None:
+        """Stop the node (clean exit) and the probe."""
+        alive = self.proc.alive()
+        code, _ = self.proc.stop(signal.SIGINT)
+        self.probe.close()
+        assert alive and code == 0, self.proc.log()[-3000:]
+
+    def positions(self) -> np.ndarray:
+        with self.probe.lock:
+            return np.array(self.states[-1].position)
+
+    def counter(self, key: str) -> int:
+        """Newest value of a sim_node diagnostics counter (call with probe.lock held)."""
+        for msg in reversed(self.diags):
+            for status in msg.status:
+                if status.name.startswith('sim_node'):
+                    return int({kv.key: kv.value for kv in status.values}[key])
+        return 0
+
+    def expect_rejected(self, key: str, count: int = 1) -> None:
+        self.rejected[key] += count
+        self.probe.wait_for(lambda: self.counter(key) >= self.rejected[key], timeout=2.0)
+
+    # ----------------------------------------------------------------------------- rules
+    @rule(deltas=st.lists(st.floats(-0.3, 0.3), min_size=7, max_size=7))
+    def good_command(self, deltas: list[float]) -> None:
+        target = self.positions() + np.array(deltas)
+        self.commands.publish(Float64MultiArray(data=target.tolist()))
+        time.sleep(0.03)
+
+    @rule(values=st.lists(st.floats(-50, 50), min_size=7, max_size=7))
+    def out_of_limits_command(self, values: list[float]) -> None:
+        self.commands.publish(Float64MultiArray(data=values))  # clipped as a robot would
+        time.sleep(0.03)
+
+    @rule(size=st.sampled_from([0, 3, 8, 10**6]))
+    def wrong_length(self, size: int) -> None:
+        self.commands.publish(Float64MultiArray(data=np.zeros(size).tolist()))
+        self.expect_rejected('rejected_commands')
+
+    @rule(value=st.sampled_from([float('nan'), float('inf'), -float('inf')]),
+          joint=st.integers(0, 6))
+    def non_finite(self, value: float, joint: int) -> None:
+        data = self.positions()
+        data[joint] = value
+        self.commands.publish(Float64MultiArray(data=data.tolist()))
+        self.expect_rejected('rejected_commands')
+
+    @rule(n=st.integers(50, 300))
+    def flood(self, n: int) -> None:
+        base = self.positions()
+        for k in range(n):
+            self.commands.publish(Float64MultiArray(data=(base + 0.001 * (k % 7)).tolist()))
+        time.sleep(0.05)
+
+    @rule(kind=st.sampled_from(['valid', 'nan', 'foreign']), latched=st.booleans(),
+          xyz=st.lists(st.floats(-1, 1), min_size=3, max_size=3))
+    def goal(self, kind: str, latched: bool, xyz: list[float]) -> None:
+        msg = PointStamped()
+        msg.header.frame_id = 'camera' if kind == 'foreign' else 'world'
+        msg.point.x, msg.point.y, msg.point.z = [float('nan')] * 3 if kind == 'nan' else xyz
+        self.goals[latched].publish(msg)
+        if kind != 'valid':
+            self.expect_rejected('rejected_goals')
+
+    @rule()
+    def reset(self) -> None:
+        response = self.probe.call(Trigger, '/sim_node/reset', Trigger.Request())
+        assert response.success, response.message
+
+    # ------------------------------------------------------------------------ invariants
+    @invariant()
+    def alive_and_physical(self) -> None:
+        steps_run[0] += 1
+        if os.environ.get('TRPO_STATEFUL_TRACE'):
+            print('step', steps_run[0], time.monotonic(), flush=True)
+        assert self.proc.alive(), self.proc.log()[-3000:]
+        newest = time.monotonic()
+        with self.probe.lock:
+            count = len(self.states)
+        self.probe.wait_for(lambda: len(self.states) > count, timeout=0.5)  # still stepping
+        pos = self.positions()
+        assert np.isfinite(pos).all(), pos
+        assert np.all(pos >= LOWER - 0.05) and np.all(pos <= UPPER + 0.05), pos
+        assert time.monotonic() - newest < 0.5
+
+
+def test_sim_node_survives_random_input():
+    steps_run[0] = 0
+    run_state_machine_as_test(SimMachine, settings=settings(
+        max_examples=EXAMPLES, stateful_step_count=STEPS, deadline=None,
+        derandomize=os.environ.get('CI', '') == 'true',
+        suppress_health_check=list(HealthCheck)))
+    assert steps_run[0] >= 200, f'only {steps_run[0]} rule steps ran'
