@@ -1,0 +1,123 @@
+"""
+train_node's services at random moments of every phase, over real DDS (a state machine).
+
+One train_node per example trains KukaReach with tiny iterations; the machine calls
+~/save_checkpoint, ~/export_policy and ~/pause at random times — while collecting, while
+updating, during and after the final export — and tries to change read-only parameters.
+After every step the process is alive; every save names a checkpoint that loads, every export
+a policy the runtime serves; a pause stops the iterations, a resume restarts them; SIGINT in
+the end exits 0 and leaves a whole checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+import signal
+import tempfile
+import time
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import invariant, rule, RuleBasedStateMachine, run_state_machine_as_test
+from nodes_helpers import NodeProcess, Probe
+import pytest
+from std_msgs.msg import Float64
+from std_srvs.srv import SetBool, Trigger
+from trpo_ros.core.checkpoint import load_checkpoint, load_latest_good
+from trpo_ros.runtime import Policy
+
+pytestmark = pytest.mark.integration
+
+EXAMPLES, STEPS = 2, 100
+ITERATIONS = 25  # the budget ends (final export) about halfway through an example
+steps_run = [0]
+
+
+class TrainMachine(RuleBasedStateMachine):
+    """An operator console calling one train_node's services at random moments."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dir = Path(tempfile.mkdtemp(prefix='trpo_train_stateful_'))
+        self.run_dir = self.dir / 'run'
+        self.probe = Probe()
+        self.iterations = self.probe.listen(Float64, '/trpo/iteration')
+        self.proc = NodeProcess('trpo_ros.nodes.train_node', {
+            'env_id': 'trpo_ros/KukaReach-v0', 'n_steps': 128, 'n_envs': 1, 'eval_every': 0,
+            'tensorboard': False, 'checkpoint_every': 5, 'preview_rate_hz': 0.0,
+            'total_steps': 128 * ITERATIONS, 'run_dir': str(self.run_dir)},
+            self.dir / 'train.log')
+        self.probe.wait_for(lambda: self.iterations, timeout=60)
+
+    def teardown(self) -> None:
+        """SIGINT: exit 0, the newest checkpoint is whole."""
+        alive = self.proc.alive()
+        code, _ = self.proc.stop(signal.SIGINT, timeout=10)
+        self.probe.close()
+        assert alive and code == 0, self.proc.log()[-3000:]
+        load_latest_good(self.run_dir)
+
+    def trigger(self, service: str) -> Trigger.Response:
+        return self.probe.call(Trigger, f'/train_node/{service}', Trigger.Request(), timeout=30)
+
+    def done(self) -> bool:
+        return bool(self.iterations) and self.iterations[-1].data >= ITERATIONS
+
+    # ----------------------------------------------------------------------------- rules
+    # An ONNX export takes ~1.5 s (verified against torch), so it is one choice in twelve.
+    @rule(action=st.sampled_from(['save'] * 4 + ['pause', 'resume'] + ['read_only'] * 2
+                                 + ['wait'] * 3 + ['export']),
+          seconds=st.floats(0.0, 0.2),
+          name=st.sampled_from(['total_steps', 'n_steps', 'run_dir', 'env']))
+    def operator(self, action: str, seconds: float, name: str) -> None:
+        if action == 'save':
+            response = self.trigger('save_checkpoint')
+            assert response.success, response.message
+            load_checkpoint(response.message)  # a whole checkpoint, whatever the phase
+        elif action == 'export':
+            response = self.trigger('export_policy')
+            assert response.success, response.message
+            assert Policy.load(response.message).joint_names
+        elif action in ('pause', 'resume'):
+            self.pause(action == 'pause')
+        elif action == 'read_only':
+            value = 5 if name in ('total_steps', 'n_steps') else 'elsewhere'
+            (result,) = self.probe.set_parameters('train_node', **{name: value})
+            assert not result.successful
+        else:
+            time.sleep(seconds)
+
+    def pause(self, pause: bool) -> None:
+        request = SetBool.Request()
+        request.data = pause
+        response = self.probe.call(SetBool, '/train_node/pause', request)
+        assert response.success, response.message
+        if self.done():
+            return
+        if pause:
+            time.sleep(0.3)  # the running iteration ends
+            with self.probe.lock:
+                count = len(self.iterations)
+            time.sleep(0.3)
+            assert len(self.iterations) == count, 'iterations went on while paused'
+        else:
+            with self.probe.lock:
+                count = len(self.iterations)
+            self.probe.wait_for(lambda: len(self.iterations) > count or self.done(),
+                                timeout=10)
+
+    # ------------------------------------------------------------------------ invariants
+    @invariant()
+    def alive(self) -> None:
+        steps_run[0] += 1
+        assert self.proc.alive(), self.proc.log()[-3000:]
+
+
+def test_train_node_services_in_every_phase():
+    steps_run[0] = 0
+    run_state_machine_as_test(TrainMachine, settings=settings(
+        max_examples=EXAMPLES, stateful_step_count=STEPS, deadline=None,
+        derandomize=os.environ.get('CI', '') == 'true',
+        suppress_health_check=list(HealthCheck)))
+    assert steps_run[0] >= 200, f'only {steps_run[0]} rule steps ran'
