@@ -118,3 +118,24 @@ def test_train_eval_export_round_trip(tmp_path):
     result = run('train', '--env', 'Pendulum-v1', '--run-dir', str(run_dir))
     assert result.returncode == 2 and 'already holds a run' in result.stderr
     assert (run_dir / 'metrics.csv').read_bytes() == before
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize('args, text', [
+    (['train', '--env', 'NoSuchEnv-v9', '--total-steps', '64'], 'NoSuchEnv-v9'),
+    (['eval', '/nonexistent/run'], '/nonexistent/run'),
+    (['export', '/nonexistent/run'], '/nonexistent/run'),
+    (['serve', '/nonexistent.onnx'], 'policy file not found'),
+    (['sim', '--model', '/nonexistent.onnx'], 'policy file not found'),
+    (['sim', '--robot-yaml', '/nonexistent.yaml'], 'not found'),
+    (['sim', '--env', 'Pendulum-v1'], 'not a trpo_ros reach robot'),
+    (['deploy-sim', '/nonexistent.onnx'], 'policy file not found'),
+    (['demo', '--out', '/proc/no_such_dir/out'], 'no_such_dir'),
+], ids=['train', 'eval', 'export', 'serve', 'sim-model', 'sim-yaml', 'sim-env', 'deploy-sim',
+        'demo'])
+def test_every_verb_reports_bad_input_in_one_line(args, text):
+    result = run(*args)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if 'pybullet build time' not in line]
+    assert len(lines) == 1 and lines[0].startswith('trpo-ros: error: '), result.stderr
+    assert text in lines[0], lines[0]

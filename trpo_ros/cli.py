@@ -297,6 +297,8 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
     robot = (f'model_path:={args.model}' if args.model else
              f'robot_yaml:={args.robot_yaml}' if args.robot_yaml else f'env:={args.env}')
+    sim_node.robot_to_simulate({'model_path': args.model or '', 'robot_yaml':
+                                args.robot_yaml or '', 'env': args.env})  # bad input: one line
     return sim_node.main(['--ros-args', '-p', robot, '-p', f'mode:={args.mode}']) or 0
 
 

@@ -179,3 +179,50 @@ def test_never_imports_torch():
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                          check=True, timeout=60)
     assert out.stdout.strip() == 'False'
+
+
+def urdf_with_limits(lower: float, upper: float) -> str:
+    joints = ''.join(
+        f'<joint name="{j}" type="revolute"><parent link="l{i}"/><child link="l{i + 1}"/>'
+        f'<limit lower="{lower}" upper="{upper}" velocity="1" effort="10"/></joint>'
+        for i, j in enumerate(JOINTS))
+    links = ''.join(f'<link name="l{i}"/>' for i in range(len(JOINTS) + 1))
+    return f'<robot name="r">{links}{joints}</robot>'
+
+
+def test_deployment_contract_fails_closed(tmp_path, probe, node_process):
+    from std_msgs.msg import String
+    from trpo_ros.nodes.conversions import latched_qos
+
+    model = write_linear_policy(tmp_path / 'p.onnx')  # position commands within [-2, 2]
+    proc = start_serving(probe, node_process, model, goal=GOAL, control_rate_hz=30.0)
+    # Until a JointState names every model joint: no command at all, and an ERROR that names
+    # the missing joints and those the robot publishes.
+    text = "lacks joint(s) a2, a3; the robot publishes ['a1', 'wrist']"
+    keep_publishing(probe, ['a1', 'wrist'], [0.1, 0.2], error_diag(probe, text))
+    assert probe.commands == []
+    probe.publish_state(JOINTS, [0.0, 0.0, 0.0])
+    probe.wait_for(lambda: probe.commands)
+
+    # A robot_description with tighter limits than the model's stops the commands.
+    description = probe.publisher(String, '/robot_description', latched_qos())
+    description.publish(String(data=urdf_with_limits(-0.5, 0.5)))
+    keep_publishing(probe, JOINTS, [0.0, 0.0, 0.0], error_diag(probe, 'tighter limits'))
+    time.sleep(0.1)
+    probe.clear()
+    for _ in range(25):  # 0.5 s of good states: still no command
+        probe.publish_state(JOINTS, [0.0, 0.0, 0.0])
+        time.sleep(0.02)
+    assert probe.commands == []
+    # ... unless the operator accepts them: then the commands are clipped to them.
+    (result,) = probe.set_parameters('inference_node', accept_tighter_limits=True)
+    assert result.successful, result.reason
+    keep_publishing(probe, JOINTS, [0.0, 0.0, 0.0], lambda: len(probe.commands) > 5)
+    assert all(np.all(np.abs(c) <= 0.5 + 1e-9) for _, c in probe.commands)
+    # Equal limits are fine without the override.
+    probe.set_parameters('inference_node', accept_tighter_limits=False)
+    description.publish(String(data=urdf_with_limits(-2.0, 2.0)))
+    probe.clear()
+    keep_publishing(probe, JOINTS, [0.0, 0.0, 0.0], lambda: len(probe.commands) > 5)
+    assert proc.alive()
+    assert 'differs from the 50 Hz the model was trained at' in proc.log()

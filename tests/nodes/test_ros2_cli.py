@@ -17,6 +17,8 @@ import csv
 from pathlib import Path
 import re
 import shutil
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -297,3 +299,30 @@ def test_goal_from_default_qos_publisher_moves_the_arm(ros2: Ros2Cli, trained_ru
 
     output = stop_launch(launch, 'inference_node', 'sim_node')
     assert 'Traceback' not in output, output
+
+
+def test_robot_from_yaml_alone_trains_deploys_and_launches(ros2: Ros2Cli, probe: Any,
+                                                           tmp_path: Path) -> None:
+    # A robot defined only by a YAML file (a copy of the Panda's, renamed, its own episode
+    # length): train -> export -> deploy-sim -> ros2 launch, no code.
+    robot_yaml = tmp_path / 'my_arm.yaml'
+    robot_yaml.write_text((REPO / 'sim' / 'panda_reach.yaml').read_text().replace(
+        'episode_steps: 50', 'episode_steps: 40'))
+    run_dir = tmp_path / 'run'
+    cli = [sys.executable, '-m', 'trpo_ros.cli']
+    train = subprocess.run([*cli, 'train', '--env', 'trpo_ros/Reach-v0', '--env-kwargs',
+                            f'{{robot_yaml: {robot_yaml}}}', '--total-steps', '2048',
+                            '--n-steps', '1024', '--eval-every', '0', '--run-dir', str(run_dir),
+                            '--no-progress'], capture_output=True, text=True, timeout=300)
+    assert train.returncode == 0, train.stderr
+    model = run_dir / 'policy.onnx'
+    robot_yaml.unlink()  # the model carries the robot: the file is not needed any more
+    deploy = subprocess.run([*cli, 'deploy-sim', str(model), '--episodes', '3'],
+                            capture_output=True, text=True, timeout=300)
+    assert deploy.returncode == 0 and 'over ROS: 3 episodes' in deploy.stdout, deploy.stderr
+    launch = ros2.launch('trpo_ros', 'deploy.launch.py', f'model:={model}', 'sim:=true')
+    values = probe.wait_for(lambda: sim_episodes_done(probe, 2), timeout=40, period=0.1)
+    assert values['env'] == 'trpo_ros/Reach-v0', values
+    expect_commands(probe)
+    output = stop_launch(launch, 'inference_node', 'sim_node')
+    assert 'panda_joint1' in output and 'Traceback' not in output, output

@@ -50,7 +50,7 @@ from trpo_ros.nodes.conversions import (
 )
 from trpo_ros.nodes.guard import Guard, SafeLog
 from trpo_ros.nodes.runner import run_nodes
-from trpo_ros.sim import reach_from_yaml, robot_yaml_of
+from trpo_ros.sim import load_robot_yaml, reach_from_yaml, robot_yaml_of
 from visualization_msgs.msg import MarkerArray
 
 NODE_NAME = 'sim_node'
@@ -321,6 +321,7 @@ def robot_to_simulate(param: dict[str, Any]) -> tuple[str, Any, dict[str, Any]]:
             return str(meta['env_id']), meta['robot_config'], kwargs
         return str(meta['env_id']), robot_yaml_of(str(meta['env_id'])), kwargs
     if param['robot_yaml']:
+        load_robot_yaml(param['robot_yaml'])  # a missing or bad file fails here, with its name
         return str(param['robot_yaml']), str(param['robot_yaml']), {}
     return str(param['env']), robot_yaml_of(str(param['env'])), {}
 
