@@ -19,6 +19,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -273,13 +274,24 @@ def test_goal_from_default_qos_publisher_moves_the_arm(ros2: Ros2Cli, trained_ru
     probe.wait_for(lambda: ee_position(markers) is not None, timeout=30)
 
     def publish_goal_and_reach(goal: np.ndarray, *qos: str) -> None:
+        # Each goal from a fresh episode near home, where the policy was trained to start.
+        reset = ros2.run('service', 'call', '/sim_node/reset', 'std_srvs/srv/Trigger')
+        assert trigger_reply(reset)[0], reset
+        time.sleep(0.3)
         start = ee_position(markers)
         assert np.linalg.norm(start - goal) > GOAL_TOLERANCE, (start, goal)  # a real move
-        result = ros2.run('topic', 'pub', '--once', '-w', '1', *qos, '/trpo/goal',
-                          'geometry_msgs/msg/PointStamped', goal_yaml(goal), timeout=15)
+        # Watch from before the publish: the goal is reached in ~0.2 s, while `ros2 topic pub`
+        # takes seconds to return, and a 1 s-episode policy drifts after ~1 s at its goal.
+        done: dict[str, Result] = {}
+        publisher = threading.Thread(target=lambda: done.update(result=ros2.run(
+            'topic', 'pub', '--once', '-w', '1', *qos, '/trpo/goal',
+            'geometry_msgs/msg/PointStamped', goal_yaml(goal), timeout=15)))
+        publisher.start()
         try:
+            seconds = wait_reaches(markers, goal, timeout=10.0)
+            publisher.join(timeout=20)
+            result = done['result']
             assert result.returncode == 0, f'ros2 topic pub did not return:\n{result}'
-            seconds = wait_reaches(markers, goal, timeout=5.0)
         except AssertionError as exc:
             info = ros2.run('topic', 'info', '-v', '/trpo/goal', timeout=15)
             raise AssertionError(f'{exc}\n{info}\n{launch.output()}') from None

@@ -80,7 +80,7 @@ class SimMachine(RuleBasedStateMachine):
             return np.array(self.states[-1].position)
 
     def counter(self, key: str) -> int:
-        """Newest value of a sim_node diagnostics counter (call with probe.lock held)."""
+        """Return the newest value of one of sim_node's diagnostics counts; hold probe.lock."""
         for msg in reversed(self.diags):
             for status in msg.status:
                 if status.name.startswith('sim_node'):

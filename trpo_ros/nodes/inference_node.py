@@ -69,8 +69,8 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     'base_frame': ('world', 'frame of the goal; a goal in another frame is rejected '
                             '(an empty frame_id counts as this one)'),
     'robot_description_topic': ('/robot_description', 'URDF (std_msgs/String, transient '
-                                                       "local) checked against the model's "
-                                                       "limits; '' = no check"),
+                                'local) checked against the limits of the model; empty = no '
+                                'check'),
     'accept_tighter_limits': (False, 'serve although /robot_description has tighter joint '
                                      'limits than the model (commands are clipped to them)'),
     'publish_on_state': (False, 'publish one command per JointState instead of on a timer'),

@@ -154,7 +154,7 @@ class SimNode(Node):
         self.create_timer(max(0.05, float(param['diagnostics_period'])),
                           wrap('diagnostics', self._publish_diag))
         self.log.info(
-            f"{self.env_id} ({self.control_mode}, {self.rate_hz:g} Hz, {self.mode}): "
+            f'{self.env_id} ({self.control_mode}, {self.rate_hz:g} Hz, {self.mode}): '
             f"joints {', '.join(self.joint_names)}; commands on {param['command_topic']}")
 
     # ------------------------------------------------------------------------- properties

@@ -348,10 +348,9 @@ class TrainNode(Node):
             self.policy_path = str(path.resolve())
             self._path_pub.publish(String(data=self.policy_path))
             self.log.info(f'done: {trainer.env_steps} steps, {trainer.iteration} '
-                                   f'iterations; policy {self.policy_path}')
+                          f'iterations; policy {self.policy_path}')
         else:
-            self.log.error(f'done, but the ONNX export failed: '
-                                    f'{trainer.last_export_error}')
+            self.log.error(f'done, but the ONNX export failed: {trainer.last_export_error}')
         self._publish_diagnostics()
         if self.get_parameter('exit_when_done').value and self._stop is not None:
             self._stop.set('done')
@@ -478,7 +477,7 @@ class TrainNode(Node):
             else:
                 newest = getattr(self.trainer, 'checkpoint_path', None)
                 self.log.warning(f'iteration still running after {STOP_GRACE} s; '
-                                          f'exiting without it (newest checkpoint: {newest})')
+                                 f'exiting without it (newest checkpoint: {newest})')
         super().destroy_node()
 
 
