@@ -123,6 +123,7 @@ def test_train_eval_export_round_trip(tmp_path):
 @pytest.mark.integration
 @pytest.mark.parametrize('args, text', [
     (['train', '--env', 'NoSuchEnv-v9', '--total-steps', '64'], 'NoSuchEnv-v9'),
+    (['train', '--ros', '--n-steps', 'many'], 'n_steps'),
     (['eval', '/nonexistent/run'], '/nonexistent/run'),
     (['export', '/nonexistent/run'], '/nonexistent/run'),
     (['serve', '/nonexistent.onnx'], 'policy file not found'),
@@ -131,8 +132,8 @@ def test_train_eval_export_round_trip(tmp_path):
     (['sim', '--env', 'Pendulum-v1'], 'not a trpo_ros reach robot'),
     (['deploy-sim', '/nonexistent.onnx'], 'policy file not found'),
     (['demo', '--out', '/proc/no_such_dir/out'], 'no_such_dir'),
-], ids=['train', 'eval', 'export', 'serve', 'sim-model', 'sim-yaml', 'sim-env', 'deploy-sim',
-        'demo'])
+], ids=['train', 'train-ros', 'eval', 'export', 'serve', 'sim-model', 'sim-yaml', 'sim-env',
+        'deploy-sim', 'demo'])
 def test_every_verb_reports_bad_input_in_one_line(args, text):
     result = run(*args)
     assert result.returncode == 2, (result.stdout, result.stderr)

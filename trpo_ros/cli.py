@@ -157,10 +157,6 @@ def config_from_args(args: argparse.Namespace) -> TRPOConfig:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """`trpo-ros train`."""
-    if args.ros:
-        from trpo_ros.nodes import train_node
-
-        return train_node.main(_ros_args_from_train(args))
     from trpo_ros.core.trainer import Trainer
 
     if args.resume:
@@ -172,11 +168,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         run_dir = Path(args.resume)
         config = resume_config(run_dir, {n: coerce(n, getattr(args, n)) for n in FIELDS
                                          if getattr(args, n) is not None})
-        trainer = Trainer(config, run_dir, resume=True, progress=not args.no_progress)
     else:
         config = config_from_args(args)
         run_dir = Path(args.run_dir or default_run_dir(config.env_id))
-        trainer = Trainer(config, run_dir, progress=not args.no_progress)
+    if args.ros:  # the same checks first, so bad input is one line here too
+        from trpo_ros.nodes import train_node
+
+        return train_node.main(_ros_args_from_train(args))
+    trainer = Trainer(config, run_dir, resume=bool(args.resume), progress=not args.no_progress)
     try:
         print(f'run directory: {run_dir}', flush=True)
         trainer.train()

@@ -476,8 +476,9 @@ class TrainNode(Node):
                 self.trainer.close()
             else:
                 newest = getattr(self.trainer, 'checkpoint_path', None)
-                self.log.warning(f'iteration still running after {STOP_GRACE} s; '
-                                 f'exiting without it (newest checkpoint: {newest})')
+                self.log.warning(f'iteration or final export still running after {STOP_GRACE}'
+                                 f' s; exiting without it (newest checkpoint: {newest}; '
+                                 '`trpo-ros export RUN_DIR` exports it)')
         super().destroy_node()
 
 
