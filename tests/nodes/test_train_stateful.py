@@ -11,10 +11,12 @@ the end exits 0 and leaves a whole checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 import signal
 import tempfile
+import threading
 import time
 
 from hypothesis import HealthCheck, settings
@@ -51,10 +53,23 @@ class TrainMachine(RuleBasedStateMachine):
         self.probe.wait_for(lambda: self.iterations, timeout=60)
 
     def teardown(self) -> None:
-        """SIGINT: exit 0, the newest checkpoint is whole."""
+        """SIGINT while a save is asked for: exit 0, the newest checkpoint is whole."""
         alive = self.proc.alive()
+        replies: list[Trigger.Response] = []
+
+        def save() -> None:
+            with contextlib.suppress(AssertionError):  # no reply at all is fine while stopping
+                replies.append(self.probe.call(Trigger, '/train_node/save_checkpoint',
+                                               Trigger.Request(), timeout=5))
+
+        saving = threading.Thread(target=save)
+        saving.start()
+        time.sleep(0.05)
         code, _ = self.proc.stop(signal.SIGINT, timeout=10)
+        saving.join(timeout=10)
         self.probe.close()
+        for reply in replies:  # a reply is a saved checkpoint or a clean refusal
+            assert reply.success or 'shutting down' in reply.message, reply.message
         assert alive and code == 0, self.proc.log()[-3000:]
         load_latest_good(self.run_dir)
 
