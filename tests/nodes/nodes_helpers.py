@@ -258,3 +258,22 @@ class NodeProcess:
             code = None
         self._log.close()
         return code, time.monotonic() - start
+
+
+def run_stateful(machine: type, examples: int, steps: int, steps_run: list[int],
+                 minimum: int = 200) -> None:
+    """
+    Run a node state machine: `examples` runs of `steps` rules, each on a fresh node process.
+
+    Derandomized when CI=true (same sequences in every CI run). `steps_run[0]` is counted by
+    the machine's invariant; at least `minimum` rule steps must have run.
+    """
+    from hypothesis import HealthCheck, settings
+    from hypothesis.stateful import run_state_machine_as_test
+
+    steps_run[0] = 0
+    run_state_machine_as_test(machine, settings=settings(
+        max_examples=examples, stateful_step_count=steps, deadline=None,
+        derandomize=os.environ.get('CI', '') == 'true',
+        suppress_health_check=list(HealthCheck)))
+    assert steps_run[0] >= minimum, f'only {steps_run[0]} rule steps ran'

@@ -14,7 +14,6 @@ periods of recovery.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 import shutil
 import signal
@@ -22,10 +21,9 @@ import tempfile
 import threading
 import time
 
-from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import invariant, rule, RuleBasedStateMachine, run_state_machine_as_test
-from nodes_helpers import JOINTS, NodeProcess, Probe, write_linear_policy
+from hypothesis.stateful import invariant, rule, RuleBasedStateMachine
+from nodes_helpers import JOINTS, NodeProcess, Probe, run_stateful, write_linear_policy
 import numpy as np
 import pytest
 from trpo_ros.nodes.conversions import ERROR, status_level
@@ -322,9 +320,6 @@ class InferenceMachine(RuleBasedStateMachine):
     @invariant()
     def node_alive_and_commands_safe(self) -> None:
         steps_run[0] += 1
-        if os.environ.get('TRPO_STATEFUL_TRACE'):
-            print(self.lifecycle, self.loaded, self.max_delta, self.goal is not None,
-                  self.valid_positions is not None, len(self.commands()), flush=True)
         assert self.proc.alive(), self.proc.log()[-3000:]
         cmds = self.commands()
         for k in range(max(self.checked, 0), len(cmds)):
@@ -338,9 +333,4 @@ class InferenceMachine(RuleBasedStateMachine):
 
 
 def test_inference_node_survives_random_fault_sequences():
-    steps_run[0] = 0
-    run_state_machine_as_test(InferenceMachine, settings=settings(
-        max_examples=EXAMPLES, stateful_step_count=STEPS, deadline=None,
-        derandomize=os.environ.get('CI', '') == 'true',
-        suppress_health_check=list(HealthCheck)))
-    assert steps_run[0] >= 200, f'only {steps_run[0]} rule steps ran'
+    run_stateful(InferenceMachine, EXAMPLES, STEPS, steps_run)

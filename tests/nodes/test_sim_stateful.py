@@ -10,7 +10,6 @@ joint limits, and each rejected command or goal is counted on /diagnostics.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 import signal
 import tempfile
@@ -19,10 +18,9 @@ import time
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PointStamped
 import gymnasium as gym
-from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import invariant, rule, RuleBasedStateMachine, run_state_machine_as_test
-from nodes_helpers import NodeProcess, Probe
+from hypothesis.stateful import invariant, rule, RuleBasedStateMachine
+from nodes_helpers import NodeProcess, Probe, run_stateful
 import numpy as np
 import pytest
 from sensor_msgs.msg import JointState
@@ -142,8 +140,6 @@ class SimMachine(RuleBasedStateMachine):
     @invariant()
     def alive_and_physical(self) -> None:
         steps_run[0] += 1
-        if os.environ.get('TRPO_STATEFUL_TRACE'):
-            print('step', steps_run[0], time.monotonic(), flush=True)
         assert self.proc.alive(), self.proc.log()[-3000:]
         newest = time.monotonic()
         with self.probe.lock:
@@ -156,9 +152,4 @@ class SimMachine(RuleBasedStateMachine):
 
 
 def test_sim_node_survives_random_input():
-    steps_run[0] = 0
-    run_state_machine_as_test(SimMachine, settings=settings(
-        max_examples=EXAMPLES, stateful_step_count=STEPS, deadline=None,
-        derandomize=os.environ.get('CI', '') == 'true',
-        suppress_health_check=list(HealthCheck)))
-    assert steps_run[0] >= 200, f'only {steps_run[0]} rule steps ran'
+    run_stateful(SimMachine, EXAMPLES, STEPS, steps_run)

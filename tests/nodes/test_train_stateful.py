@@ -12,17 +12,15 @@ the end exits 0 and leaves a whole checkpoint.
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
 import signal
 import tempfile
 import threading
 import time
 
-from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import invariant, rule, RuleBasedStateMachine, run_state_machine_as_test
-from nodes_helpers import NodeProcess, Probe
+from hypothesis.stateful import invariant, rule, RuleBasedStateMachine
+from nodes_helpers import NodeProcess, Probe, run_stateful
 import pytest
 from std_msgs.msg import Float64
 from std_srvs.srv import SetBool, Trigger
@@ -130,9 +128,4 @@ class TrainMachine(RuleBasedStateMachine):
 
 
 def test_train_node_services_in_every_phase():
-    steps_run[0] = 0
-    run_state_machine_as_test(TrainMachine, settings=settings(
-        max_examples=EXAMPLES, stateful_step_count=STEPS, deadline=None,
-        derandomize=os.environ.get('CI', '') == 'true',
-        suppress_health_check=list(HealthCheck)))
-    assert steps_run[0] >= 200, f'only {steps_run[0]} rule steps ran'
+    run_stateful(TrainMachine, EXAMPLES, STEPS, steps_run)
