@@ -6,7 +6,8 @@ Usage (from the repository root, after the README's install and
 
     .venv/bin/python bench/hopper_1m.py [--steps 1000000] [--seeds 0 1 2 3 4]
         [--envs HopperBulletEnv-v0 HalfCheetahBulletEnv-v0] [--impl trpo_ros sb3]
-        [--variant default] [--nice 19] [--results CSV] [--runs DIR] [--report]
+        [--variant default] [--nice 19] [--results CSV] [--runs DIR] [--stop-at HH:MM]
+        [--report]
 
 A full bench (2 implementations x 2 envs x 5 seeds x 1M steps) takes many hours on 2 cores;
 run it in the background, e.g. `nohup .venv/bin/python bench/hopper_1m.py --nice 19 &`.
@@ -523,6 +524,8 @@ def main() -> None:
                         help='results CSV (default bench/results/hopper_1m.csv at 1M steps)')
     parser.add_argument('--runs', type=Path, default=None,
                         help='parent of the run directories (default bench/runs/<results>)')
+    parser.add_argument('--stop-at', default=None, metavar='HH:MM',
+                        help='start no new run after this local time (a running one finishes)')
     parser.add_argument('--report', action='store_true',
                         help='only regenerate the markdown table from the CSV')
     parser.add_argument('--sb3-worker', default=None, help=argparse.SUPPRESS)
@@ -556,6 +559,9 @@ def main() -> None:
     failed: list[tuple[str, str, int, str, int]] = []
     for impl, env_id, seed, variant in todo:
         key = (impl, env_id, seed, variant, args.steps)
+        if args.stop_at and f'{datetime.datetime.now():%H:%M}' >= args.stop_at:
+            log(f'stop: it is past {args.stop_at}; {key} and the rest not started')
+            break
         if key in {result_key(r) for r in read_results(results)}:
             log(f'skip {key}: already in {results.name}')
             continue
