@@ -35,10 +35,11 @@ for _key, _value in LOCAL_RAY_ENV.items():  # before the first `import ray`: sta
 
 import ray  # noqa: E402, I100
 import torch  # noqa: E402
+from trpo_ros.core.backends import make_collector  # noqa: E402
 from trpo_ros.core.checkpoint import build_modules  # noqa: E402
 from trpo_ros.core.config import TRPOConfig  # noqa: E402
 from trpo_ros.core.ray_rollout import make_payload  # noqa: E402
-from trpo_ros.core.rollout import make_collector, make_env  # noqa: E402
+from trpo_ros.core.rollout import make_env  # noqa: E402
 from trpo_ros.core.trainer import Trainer  # noqa: E402
 
 TICKS = os.sysconf('SC_CLK_TCK')

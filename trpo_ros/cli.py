@@ -11,7 +11,6 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 import sys
-import time
 from typing import Any
 
 from trpo_ros.core.config import field_docs, FIELDS, TRPOConfig
@@ -157,7 +156,7 @@ def config_from_args(args: argparse.Namespace) -> TRPOConfig:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """`trpo-ros train`."""
-    from trpo_ros.core.trainer import Trainer
+    from trpo_ros.core.trainer import default_run_dir, Trainer
 
     if args.resume:
         from trpo_ros.core.checkpoint import resume_config
@@ -215,12 +214,6 @@ def _ros_value(name: str, value: str) -> str:
     return value
 
 
-def default_run_dir(env_id: str) -> str:
-    """runs/<env name>_<yyyymmdd-hhmmss>."""
-    name = env_id.split('/')[-1]
-    return f'runs/{name}_{time.strftime("%Y%m%d-%H%M%S")}'
-
-
 def _format_eval(result: dict[str, float]) -> str:
     text = f"return {result['return_mean']:.2f} ± {result['return_std']:.2f}"
     if 'success_rate' in result:
@@ -241,30 +234,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         env.close()
     print(f'{args.episodes} episodes, deterministic: {_format_eval(result)}')
     if args.video:
+        from trpo_ros.demo import record_video
+
         path = record_video(bundle, args.video, args.video_episodes, args.seed)
         print(f'video: {path}')
     return 0
-
-
-def record_video(bundle: Any, path: str | Path, episodes: int, seed: int) -> Path:
-    """Record deterministic episodes with the env's rgb_array renderer as a GIF."""
-    from trpo_ros.core.rollout import make_env
-    from trpo_ros.sim import save_gif
-
-    env = make_env(bundle.config.env_id, bundle.config.env_kwargs, render_mode='rgb_array')
-    frames = []
-    try:
-        for episode in range(episodes):
-            obs, _ = env.reset(seed=seed + episode)
-            done = False
-            while not done:
-                frames.append(env.render())
-                obs, _, terminated, truncated, _ = env.step(bundle.act(obs))
-                done = terminated or truncated
-    finally:
-        env.close()
-    save_gif(frames, path, fps=25)
-    return Path(path)
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 import shutil
 import time
+from typing import Any
 
 from trpo_ros.core.config import TRPOConfig
 
@@ -18,7 +19,6 @@ SUCCESS_GOAL = 0.8
 
 def run_demo(out: Path, total_steps: int | None = None, episodes: int = 100) -> int:
     """Train -> export -> closed loop over ROS; prints a summary; 0 if success >= 80 %."""
-    from trpo_ros.cli import record_video
     from trpo_ros.core.checkpoint import load_policy
     from trpo_ros.core.rollout import evaluate, make_env
     from trpo_ros.core.trainer import Trainer
@@ -98,3 +98,24 @@ def format_summary(s: dict) -> str:
         f"total time            {s['total_seconds']:.0f} s",
     ]
     return '\n'.join(lines)
+
+
+def record_video(bundle: Any, path: str | Path, episodes: int, seed: int) -> Path:
+    """Record deterministic episodes with the env's rgb_array renderer as a GIF."""
+    from trpo_ros.core.rollout import make_env
+    from trpo_ros.sim import save_gif
+
+    env = make_env(bundle.config.env_id, bundle.config.env_kwargs, render_mode='rgb_array')
+    frames = []
+    try:
+        for episode in range(episodes):
+            obs, _ = env.reset(seed=seed + episode)
+            done = False
+            while not done:
+                frames.append(env.render())
+                obs, _, terminated, truncated, _ = env.step(bundle.act(obs))
+                done = terminated or truncated
+    finally:
+        env.close()
+    save_gif(frames, path, fps=25)
+    return Path(path)

@@ -15,11 +15,12 @@ import time
 import numpy as np
 import pytest
 import torch
+from trpo_ros.core.backends import make_collector
 from trpo_ros.core.checkpoint import build_modules
 from trpo_ros.core.config import ConfigError, TRPOConfig
 from trpo_ros.core.metrics import read_metrics, TIMING
 from trpo_ros.core.networks import ObsNormalizer
-from trpo_ros.core.rollout import make_collector, make_env
+from trpo_ros.core.rollout import make_env
 from trpo_ros.core.trainer import Trainer
 
 pytestmark = pytest.mark.integration

@@ -173,15 +173,6 @@ class CollectionCancelled(Exception):
     """A rollout was cancelled mid-batch (the trainer is stopping); the batch is discarded."""
 
 
-def make_collector(config: TRPOConfig, seed: int) -> RolloutCollector:
-    """Build the rollout backend of the config: local vector env, or Ray actors."""
-    if config.rollout_backend == 'ray':
-        from trpo_ros.core.ray_rollout import RayCollector
-
-        return RayCollector(config, seed)
-    return RolloutCollector(make_vector_env(config), seed)
-
-
 class RolloutCollector:
     """
     Steps the vector env with the current stochastic policy.

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
+from trpo_ros.core.backends import make_collector
 from trpo_ros.core.checkpoint import (
     atomic_write_bytes,
     build_modules,
@@ -32,7 +33,6 @@ from trpo_ros.core.rollout import (
     CollectionCancelled,
     env_info,
     evaluate,
-    make_collector,
     make_env,
     RewardScaler,
 )
@@ -46,6 +46,12 @@ from trpo_ros.core.trpo import (
 )
 
 IterationCallback = Callable[['Trainer', dict[str, float]], None]
+
+
+def default_run_dir(env_id: str) -> str:
+    """runs/<env name>_<yyyymmdd-hhmmss>."""
+    name = env_id.split('/')[-1]
+    return f'runs/{name}_{time.strftime("%Y%m%d-%H%M%S")}'
 
 
 class Trainer:

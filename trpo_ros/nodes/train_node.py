@@ -261,7 +261,7 @@ class TrainNode(Node):
         env_id, env_kwargs = resolve_env(str(param['env']), config.env_id, config.env_kwargs)
         if (env_id, env_kwargs) != (config.env_id, config.env_kwargs):
             config = config.replace(env_id=env_id, env_kwargs=env_kwargs)
-        from trpo_ros.cli import default_run_dir
+        from trpo_ros.core.trainer import default_run_dir
 
         run_dir = Path(str(param['run_dir']) or default_run_dir(config.env_id))
         return config, run_dir, False

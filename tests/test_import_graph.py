@@ -1,0 +1,78 @@
+"""The package's import graph: no cycles, and the ROS-free layers stay free of rclpy."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+import subprocess
+import sys
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / 'trpo_ros'
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix('').parts
+    return '.'.join(parts[:-1] if parts[-1] == '__init__' else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Map each module to the trpo_ros modules it imports anywhere (function-local too)."""
+    modules = {module_name(p): p for p in PACKAGE.rglob('*.py')}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        edges: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                # `from pkg import submodule` depends on the submodule itself
+                targets = [f'{node.module}.{a.name}' if f'{node.module}.{a.name}' in modules
+                           else node.module for a in node.names]
+            else:
+                continue
+            edges |= {t for t in targets if t in modules and t != name}
+        graph[name] = edges
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str]:
+    """Return one import cycle as a list of modules, or [] (depth-first search)."""
+    state: dict[str, int] = {}  # 1 = on the stack, 2 = done
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str]:
+        state[node] = 1
+        stack.append(node)
+        for target in sorted(graph[node]):
+            if state.get(target) == 1:
+                return stack[stack.index(target):] + [target]
+            if target not in state and (cycle := visit(target)):
+                return cycle
+        stack.pop()
+        state[node] = 2
+        return []
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return []
+
+
+@pytest.mark.unit
+def test_no_import_cycles():
+    graph = import_graph()
+    assert 'trpo_ros.core.backends' in graph and graph['trpo_ros.demo']
+    assert find_cycle(graph) == [], ' -> '.join(find_cycle(graph))
+    assert find_cycle({'a': {'b'}, 'b': {'c'}, 'c': {'a'}}) == ['a', 'b', 'c', 'a']
+
+
+@pytest.mark.integration
+def test_ros_free_layers_import_no_rclpy():
+    code = ('import sys; import trpo_ros.core.trainer, trpo_ros.core.backends, trpo_ros.export, '
+            'trpo_ros.runtime, trpo_ros.sim, trpo_ros.errors; '
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'rclpy'))")
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                         check=True, timeout=120)
+    assert out.stdout.strip() == '[]', out.stdout
