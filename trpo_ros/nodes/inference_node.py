@@ -52,6 +52,7 @@ from trpo_ros.nodes.conversions import (
 )
 from trpo_ros.nodes.guard import Guard, SafeLog
 from trpo_ros.nodes.runner import run_nodes
+from trpo_ros.robot import CommandFilter
 from trpo_ros.runtime import Policy, PolicyError
 
 NODE_NAME = 'inference_node'
@@ -136,7 +137,7 @@ class InferenceNode(LifecycleNode):
         self._io: list[Any] = []
         self._pub = None
         self._command_msg: Float64MultiArray | None = None
-        self._last_command: np.ndarray | None = None
+        self._filter: CommandFilter | None = None  # bounds, max_delta (set on configure)
         self._hold_positions: np.ndarray | None = None  # None: no complete JointState yet
         self._state_msg: JointState | None = None
         self._state_time = 0.0  # perf_counter when the last JointState arrived
@@ -213,7 +214,7 @@ class InferenceNode(LifecycleNode):
         with self._lock:
             self._model = model
             self._model_error = ''
-            self._last_command = None
+            self._filter = CommandFilter(model.low, model.high)  # no previous command yet
             self._check_limits()
         p = model.policy
         self.log.info(
@@ -384,13 +385,10 @@ class InferenceNode(LifecycleNode):
         self._publish_locked(model, hold, None)
 
     def _publish_locked(self, model: _Model, command: np.ndarray, received: float | None) -> None:
-        low, high = self._bounds or (model.low, model.high)
-        out = np.clip(np.asarray(command, np.float64), low, high)
-        max_delta = self._params['max_delta']
-        if max_delta > 0 and self._last_command is not None:
-            last = self._last_command
-            out = np.clip(out, last - max_delta, last + max_delta)
-        self._last_command = out
+        command_filter = self._filter
+        command_filter.low, command_filter.high = self._bounds or (model.low, model.high)
+        command_filter.max_delta = float(self._params['max_delta'])
+        out = command_filter(command).command
         if self._command_msg is None:
             self._command_msg = float64_array(out, model.policy.joint_names)
         else:

@@ -35,6 +35,7 @@ from typing import Any
 import gymnasium as gym
 from gymnasium.wrappers import TimeLimit
 import numpy as np
+from trpo_ros.robot import CommandFilter
 from trpo_ros.sim import kinematics
 from trpo_ros.sim.reach_env import DEFAULT_ROBOT_YAML, ReachEnv
 
@@ -254,13 +255,6 @@ class RosReachEnv(gym.Env):
             raise ValueError(f'max_joint_velocity must be > 0, got {max_joint_velocity}')
         self.max_joint_velocity = cap
         self._max_step = cap / self.control_rate_hz
-        self.workspace: np.ndarray | None = None
-        if workspace is not None:
-            box = np.asarray(workspace, np.float64)
-            if box.shape != (2, 3) or np.any(box[0] > box[1]):
-                raise ValueError(f'workspace must be ((x, y, z) low, (x, y, z) high), got '
-                                 f'{workspace!r}')
-            self.workspace = box
         self.home_tolerance, self.home_timeout = float(home_tolerance), float(home_timeout)
         self.action_penalty, self.velocity_penalty = float(action_penalty), float(velocity_penalty)
         self._act_low, self._act_high = self.action_space.low, self.action_space.high
@@ -268,6 +262,8 @@ class RosReachEnv(gym.Env):
         self._act_half = (self._act_high - self._act_low) / 2.0
         self._base = (tuple(info['base_position']), tuple(info['base_orientation']))
         self._set_chain([dict(j) for j in info['fk_chain']])
+        self._filter = CommandFilter(self.lower, self.upper, max_step=self._max_step,
+                                     workspace=workspace, fk=self._fk)
 
         self._ros: _Ros | None = None
         self._layout: Any = None
@@ -460,6 +456,15 @@ class RosReachEnv(gym.Env):
             pass
 
     # ------------------------------------------------------------------ safety
+    @property
+    def workspace(self) -> np.ndarray | None:
+        """End-effector box ((x, y, z) low, (x, y, z) high) of the command filter, or None."""
+        return self._filter.workspace
+
+    @workspace.setter
+    def workspace(self, box: Any) -> None:
+        self._filter.workspace = None if box is None else np.asarray(box, np.float64)
+
     def safe_target(self, target: np.ndarray) -> tuple[np.ndarray, bool]:
         """
         Joint limits, velocity cap and workspace box applied to an absolute target.
@@ -468,19 +473,11 @@ class RosReachEnv(gym.Env):
         end-effector position leaves the workspace box (and does not move back towards it) is
         replaced by the hold target (current positions) and counted in `workspace_holds`.
         """
-        q = self._q
-        target = np.clip(target, self.lower, self.upper)
-        step = np.clip(target - q, -self._max_step, self._max_step)
-        capped = bool(np.any(step != target - q))
-        target = q + step
-        if self.workspace is not None:
-            ee_next = self._fk(target)
-            outside = _box_distance(ee_next, self.workspace)
-            if outside > 0.0 and outside >= _box_distance(self._fk(q), self.workspace) - 1e-9:
-                self.workspace_holds += 1
-                self._episode_holds += 1
-                target = q.copy()
-        return target, capped
+        result = self._filter(target, self._q)
+        if result.workspace_hold:
+            self.workspace_holds += 1
+            self._episode_holds += 1
+        return result.command, result.velocity_capped
 
     def _publish_hold(self, ros: _Ros | None = None) -> None:
         """Command the newest measured positions (best effort; never raises)."""
@@ -699,11 +696,6 @@ class RosReachEnv(gym.Env):
 def _stamp_ns(msg: Any) -> int:
     stamp = msg.header.stamp
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
-
-
-def _box_distance(point: np.ndarray, box: np.ndarray) -> float:
-    """Euclidean distance from `point` to the box (0 inside)."""
-    return float(np.linalg.norm(np.maximum(0.0, np.maximum(box[0] - point, point - box[1]))))
 
 
 def make_ros_reach_env(robot_yaml: str | os.PathLike | None = None, **kwargs: Any) -> gym.Env:
