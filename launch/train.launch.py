@@ -33,7 +33,7 @@ ARGUMENTS = {
 def _rviz(context, *args, **kwargs):
     if LaunchConfiguration('rviz').perform(context).strip().lower() not in ('true', '1', 'yes'):
         return []
-    from trpo_ros.nodes.train_node import launch_robot_description
+    from trpo_ros.nodes.launch_support import launch_robot_description
 
     share = get_package_share_directory('trpo_ros')
     rviz_config = os.path.join(share, 'config', 'rviz', 'trpo.rviz')

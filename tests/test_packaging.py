@@ -114,8 +114,9 @@ def declared(tmp_path: Path) -> dict[str, set[str]]:
     from rclpy.parameter import Parameter
     from rclpy.signals import SignalHandlerOptions
     from trpo_ros.nodes.inference_node import InferenceNode
+    from trpo_ros.nodes.launch_support import declared_parameters
     from trpo_ros.nodes.sim_node import SimNode
-    from trpo_ros.nodes.train_node import declared_parameters, TrainNode
+    from trpo_ros.nodes.train_node import TrainNode
 
     context = Context()
     rclpy.init(args=[], context=context, signal_handler_options=SignalHandlerOptions.NO)

@@ -154,7 +154,7 @@ def test_pendulum_has_no_preview(tmp_path: Path) -> None:
 def test_launch_robot_description(tmp_path: Path) -> None:
     import xml.etree.ElementTree as ET
 
-    from trpo_ros.nodes.train_node import launch_robot_description
+    from trpo_ros.nodes.launch_support import launch_robot_description
 
     text = launch_robot_description(env="''", resume="''")  # launch defaults: KukaReach
     root = ET.fromstring(text.encode())

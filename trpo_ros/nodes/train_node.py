@@ -1,15 +1,15 @@
 """
 TRPO training as a ROS 2 node: a thin adapter over :class:`trpo_ros.core.trainer.Trainer`.
 
-The trainer runs in a background thread; the executor stays free for services, the live
-preview and shutdown. Every iteration publishes each finite scalar metric as
-``std_msgs/Float64`` on ``/trpo/<name>`` (see :data:`METRIC_TOPICS`) and all of them in one
-``diagnostic_msgs/DiagnosticArray`` on ``/diagnostics``. For arm envs (those with
-``spec_info``) one extra in-process env is driven by a copy of the current policy at real time
-and published for rviz2 (:class:`trpo_ros.nodes.preview.PolicyPreview`): ``/joint_states``,
-``/robot_description`` and ``/trpo/markers`` (optionally ``/trpo/camera``). When the budget is
-spent the node saves, exports ``policy.onnx`` and publishes its path on ``/trpo/policy_path``
-(transient local).
+The trainer runs in a background thread (:class:`trpo_ros.core.controller.TrainingController`,
+ROS-free); the executor stays free for services, the live preview and shutdown. Every
+iteration publishes each finite scalar metric as ``std_msgs/Float64`` on ``/trpo/<name>``
+(see :data:`METRIC_TOPICS`) and all of them in one ``diagnostic_msgs/DiagnosticArray`` on
+``/diagnostics``. For arm envs (those with ``spec_info``) one extra in-process env is driven
+by a copy of the current policy at real time and published for rviz2
+(:class:`trpo_ros.nodes.preview.PolicyPreview`): ``/joint_states``, ``/robot_description`` and
+``/trpo/markers`` (optionally ``/trpo/camera``). When the budget is spent the node saves,
+exports ``policy.onnx`` and publishes its path on ``/trpo/policy_path`` (transient local).
 
 Services: ``~/save_checkpoint``, ``~/export_policy`` (std_srvs/Trigger, the reply message is the
 path) and ``~/pause`` (std_srvs/SetBool). They run between two iterations (a lock the training
@@ -23,12 +23,10 @@ written atomically, so the newest checkpoint on disk is always a whole one.
 from __future__ import annotations
 
 from collections.abc import Sequence
-import copy
 import math
 import os
 from pathlib import Path
 import sys
-import threading
 import time
 from typing import Any
 
@@ -38,7 +36,8 @@ from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
 from std_msgs.msg import Float64, String
 from std_srvs.srv import SetBool, Trigger
-from trpo_ros.core.config import field_docs, FIELDS, TRPOConfig
+from trpo_ros.core.config import FIELDS, TRPOConfig
+from trpo_ros.core.controller import TrainingController
 from trpo_ros.core.metrics import METRICS
 from trpo_ros.errors import ParameterError
 from trpo_ros.nodes.conversions import (
@@ -47,10 +46,14 @@ from trpo_ros.nodes.conversions import (
     ERROR,
     latched_qos,
     OK,
-    robot_description_in_world,
     WARN,
 )
 from trpo_ros.nodes.guard import Guard, SafeLog
+from trpo_ros.nodes.launch_support import (
+    config_parameter_descriptions,
+    NODE_PARAMETERS,
+    resolve_env,
+)
 from trpo_ros.nodes.preview import PolicyPreview
 from trpo_ros.nodes.runner import run_nodes, StopFlag
 
@@ -58,25 +61,6 @@ NODE_NAME = 'train_node'
 STATUS_NAME = 'trpo_ros: training'
 STOP_GRACE = 0.5
 """Seconds after SIGINT/SIGTERM the node waits for a running iteration before it exits."""
-REACH_ENV_ID = 'trpo_ros/Reach-v0'
-
-NODE_PARAMETERS: dict[str, tuple[Any, str]] = {
-    'env': ('', "env id or a robot/task YAML path (YAML -> 'trpo_ros/Reach-v0' with "
-                'env_kwargs robot_yaml); empty = env_id'),
-    'run_dir': ('', 'run directory (empty = runs/<env>_<time>); must not hold a run'),
-    'resume': ('', 'run directory to resume from its last good checkpoint (empty = new run); '
-                   'only total_steps may change'),
-    'config_file': ('', 'YAML file of TRPOConfig fields (parameters set on the node override '
-                        'it)'),
-    'preview_rate_hz': (-1.0, 'live preview control rate for rviz2 (< 0 = the env control '
-                              'rate, i.e. real time; 0 = off; arm envs only)'),
-    'camera_rate_hz': (0.0, 'rate of sensor_msgs/Image frames on /trpo/camera from the preview '
-                            "env's rgb_array renderer (0 = off)"),
-    'frame_id': ('world', 'fixed frame of the markers (the published URDF is rooted there)'),
-    'exit_when_done': (False, 'exit (code 0) after the final export instead of serving on'),
-    'tensorboard': (True, 'also write TensorBoard events to run_dir/tensorboard'),
-}
-"""Node parameters that are not TRPOConfig fields: name -> (default, description)."""
 
 
 class _StopFlag(StopFlag):
@@ -116,79 +100,6 @@ METRIC_TOPICS: dict[str, str] = {key: f'/trpo/{metric_topic_name(key)}' for key 
 assert len(set(METRIC_TOPICS.values())) == len(METRIC_TOPICS), 'metric topics must be unique'
 
 
-def config_parameter_descriptions() -> dict[str, str]:
-    """Describe each TRPOConfig field parameter (field docstring, type, default)."""
-    docs, defaults, out = field_docs(), TRPOConfig(), {}
-    for name in FIELDS:
-        value = getattr(defaults, name)
-        if isinstance(value, bool):
-            kind = 'bool'
-        elif isinstance(value, tuple):
-            kind, value = 'integer array', list(value)
-        elif isinstance(value, dict):
-            kind, value = 'YAML string', '{}'
-        else:
-            kind = type(value).__name__
-        out[name] = f'{docs.get(name, name)} [{kind}; default {value!r}; unset = config_file]'
-    return out
-
-
-def declared_parameters() -> list[str]:
-    """Every parameter train_node declares (node parameters, then TRPOConfig fields)."""
-    return [*NODE_PARAMETERS, *FIELDS]
-
-
-def robot_description_for_env(env: str, env_kwargs: dict[str, Any] | None = None,
-                              frame_id: str = 'world') -> str:
-    """
-    URDF (rooted at `frame_id`) of an env id or robot YAML; '' for envs without spec_info.
-
-    Used by launch/train.launch.py to give robot_state_publisher its `robot_description`.
-    """
-    from trpo_ros.core.rollout import env_info, make_env
-
-    env_id, kwargs = resolve_env(env, 'trpo_ros/KukaReach-v0', env_kwargs or {})
-    made = make_env(env_id, kwargs)
-    try:
-        info = env_info(made)
-    finally:
-        made.close()
-    return robot_description_in_world(info, frame_id) if info else ''
-
-
-def launch_robot_description(env: str = '', resume: str = '', frame_id: str = 'world') -> str:
-    """
-    URDF for robot_state_publisher in train.launch.py: the env of `resume`'s run, else `env`.
-
-    Launch values `''` / `""` (YAML empty strings) count as empty; the default env is
-    trpo_ros/KukaReach-v0. Returns '' for envs without spec_info.
-    """
-    import json
-
-    env, resume = (_unquote(v) for v in (env, resume))
-    if resume:
-        saved = json.loads((Path(resume) / 'config.json').read_text())
-        return robot_description_for_env(saved['env_id'], saved.get('env_kwargs'), frame_id)
-    return robot_description_for_env(env, None, frame_id)
-
-
-def _unquote(value: str) -> str:
-    value = str(value).strip()
-    return '' if value in ("''", '""') else value
-
-
-def resolve_env(env: str, env_id: str, env_kwargs: dict[str, Any]) -> tuple[str, dict]:
-    """(env_id, env_kwargs) for the `env` parameter: an env id or a robot YAML path."""
-    env = env.strip()
-    if not env:
-        return env_id, dict(env_kwargs)
-    if env.endswith(('.yaml', '.yml')) or os.path.isfile(env):
-        if not os.path.isfile(env):
-            raise ParameterError(f'env: robot YAML file not found: {env}')
-        return REACH_ENV_ID, {**env_kwargs, 'robot_yaml': str(Path(env).resolve())}
-    return env, dict(env_kwargs)
-
-
 class TrainNode(Node):
     """Runs one TRPO training run (see the module docstring and README for the interface)."""
 
@@ -203,7 +114,6 @@ class TrainNode(Node):
 
         """
         self._closed = True  # until the trainer exists (rclpy may destroy a half-built node)
-        self._thread: threading.Thread | None = None
         self._preview: PolicyPreview | None = None
         super().__init__(NODE_NAME, **kwargs)
         self.log = SafeLog(self.get_logger())
@@ -226,6 +136,8 @@ class TrainNode(Node):
         config, run_dir, resume = self._build_config(param)
         self.trainer = Trainer(config, run_dir, resume=resume,
                                tensorboard=bool(param['tensorboard']))
+        self.controller = TrainingController(
+            self.trainer, self.guard.wrap('metrics', self._after_iteration), self._on_end)
         try:
             self._setup(param, preview_rate, camera_rate)
         except BaseException:
@@ -269,11 +181,6 @@ class TrainNode(Node):
     def _setup(self, param: dict[str, Any], preview_rate: float, camera_rate: float) -> None:
         trainer = self.trainer
         self.run_dir = trainer.run_dir
-        self._lock = threading.Lock()  # held by the training thread during an iteration
-        self._waiting = 0  # service calls waiting for the lock (the thread lets them in)
-        self._waiting_lock = threading.Lock()
-        self._closing = threading.Event()
-        self._state = 'starting'
         self._last_row: dict[str, float] = {}
         self.policy_path = ''
 
@@ -305,45 +212,32 @@ class TrainNode(Node):
     # ------------------------------------------------------------------------- training
     def start(self) -> None:
         """Start the training thread."""
-        self._state = 'training'
-        self._thread = threading.Thread(target=self._train_loop, name='trpo_train', daemon=True)
-        self._thread.start()
+        self.controller.start()
 
     @property
     def training(self) -> bool:
         """Tell whether the training thread runs."""
-        return self._thread is not None and self._thread.is_alive()
+        return self.controller.running
 
-    def _train_loop(self) -> None:
-        trainer = self.trainer
-        try:
-            # Services take the lock between iterations; a stop keeps the progress in a
-            # checkpoint (atomic write) and skips the export, so shutdown stays quick.
-            trainer.train(self.guard.wrap('metrics', self._after_iteration), lock=self._lock,
-                          hold=lambda: self._waiting > 0, export_on_stop=False)
-            if trainer.stop_event.is_set():
-                self._state = 'stopped'
-                return
-            self._finish()
-        except Exception as exc:  # noqa: BLE001 - reported, the node keeps serving
-            self._state = 'failed'
-            self.log.error(f'training failed: {type(exc).__name__}: {exc}')
-            self._publish_diagnostics(level_override=(ERROR, f'training failed: {exc}'))
-            if self._stop is not None and self.get_parameter('exit_when_done').value:
-                self._stop.set('failed')
-
-    def _after_iteration(self, trainer: Any, row: dict[str, float]) -> None:
+    def _after_iteration(self, row: dict[str, float]) -> None:
         """Training thread, under the lock: refresh the preview, publish the metrics."""
         if self._preview is not None:
             self._preview.set_policy(self._policy_copy().act)
-        if trainer.env_steps >= trainer.config.total_steps:
-            self._state = 'exporting'  # the final checkpoint and export come next
         self._publish_metrics(row)
+
+    def _on_end(self, state: str, error: BaseException | None) -> None:
+        """Training thread, at its end: report; `exit_when_done` stops the node."""
+        if state == 'failed':
+            self.log.error(f'training failed: {type(error).__name__}: {error}')
+            self._publish_diagnostics(level_override=(ERROR, f'training failed: {error}'))
+            if self._stop is not None and self.get_parameter('exit_when_done').value:
+                self._stop.set('failed')
+        elif state == 'done':
+            self._finish()
 
     def _finish(self) -> None:
         trainer = self.trainer
         path = self.run_dir / 'policy.onnx'
-        self._state = 'done'
         if path.is_file() and trainer.last_export_error is None:
             self.policy_path = str(path.resolve())
             self._path_pub.publish(String(data=self.policy_path))
@@ -356,14 +250,7 @@ class TrainNode(Node):
             self._stop.set('done')
 
     def _policy_copy(self) -> Any:
-        """Return a private copy of the acting modules (taken between iterations: consistent)."""
-        from trpo_ros.core.checkpoint import PolicyBundle
-
-        t = self.trainer
-        with t.policy_lock:
-            normalizer, actor, scaler = copy.deepcopy((t.normalizer, t.actor, t.scaler))
-        return PolicyBundle(t.config, normalizer, actor, scaler, t.env_info, t.iteration,
-                            t.env_steps)
+        return self.controller.policy_copy()
 
     # -------------------------------------------------------------------------- metrics
     def _publish_metrics(self, row: dict[str, float]) -> None:
@@ -375,9 +262,9 @@ class TrainNode(Node):
 
     def _publish_diagnostics(self, level_override: tuple[int, str] | None = None) -> None:
         row, config = self._last_row, self.trainer.config
-        level, message = OK, self._state
+        level, message = OK, self.controller.state
         if row:
-            message = (f"{self._state}: iteration {int(row['iteration'])}, "
+            message = (f"{self.controller.state}: iteration {int(row['iteration'])}, "
                        f"{int(row['env_steps'])}/{config.total_steps} steps, "
                        f"return {row['rollout/ep_return_mean']:.3g}")
             if row.get('train/step_accepted') == 0.0:
@@ -389,7 +276,7 @@ class TrainNode(Node):
         contained = self.guard.take_recent()
         if contained and level_override is None:
             level, message = ERROR, message + '; contained ' + '; '.join(contained.values())
-        values: dict[str, Any] = {'state': self._state, 'env_id': config.env_id,
+        values: dict[str, Any] = {'state': self.controller.state, 'env_id': config.env_id,
                                   'run_dir': str(self.run_dir), **row,
                                   'callback_errors': self.guard.errors}
         if self.policy_path:
@@ -399,33 +286,15 @@ class TrainNode(Node):
         self._diag_pub.publish(diagnostic_array(self.get_clock().now().to_msg(), [status]))
 
     # ------------------------------------------------------------------------- services
-    def _between_iterations(self, work: Any, timeout: float = 120.0) -> Any:
-        """Run `work()` while no iteration runs (waits for the current one to end)."""
-        with self._waiting_lock:
-            self._waiting += 1
-        try:
-            deadline = time.monotonic() + timeout
-            while not self._lock.acquire(timeout=0.05):
-                if self._closing.is_set() or time.monotonic() > deadline:
-                    raise TimeoutError('node is shutting down' if self._closing.is_set()
-                                       else 'timed out waiting for the iteration to end')
-        finally:
-            with self._waiting_lock:
-                self._waiting -= 1
-        try:
-            return work()
-        finally:
-            self._lock.release()
-
     def _on_save(self, request: Trigger.Request, response: Trigger.Response) -> Any:
-        return self._trigger(response, lambda: self.trainer.save(export=False), 'checkpoint')
+        return self._trigger(response, self.controller.save, 'checkpoint')
 
     def _on_export(self, request: Trigger.Request, response: Trigger.Response) -> Any:
-        return self._trigger(response, self.trainer.export, 'ONNX export')
+        return self._trigger(response, self.controller.export, 'ONNX export')
 
     def _trigger(self, response: Trigger.Response, work: Any, what: str) -> Any:
         try:
-            path = self._between_iterations(work)
+            path = work()
             response.success, response.message = True, str(Path(path).resolve())
             self.log.info(f'{what}: {response.message}')
         except Exception as exc:  # noqa: BLE001 - the caller gets the reason
@@ -434,14 +303,7 @@ class TrainNode(Node):
         return response
 
     def _on_pause(self, request: SetBool.Request, response: SetBool.Response) -> Any:
-        if request.data:
-            self.trainer.pause_event.set()
-            self._state = 'paused' if self.training else self._state
-            response.message = 'paused (after the current iteration)'
-        else:
-            self.trainer.pause_event.clear()
-            self._state = 'training' if self.training else self._state
-            response.message = 'resumed'
+        response.message = self.controller.pause(bool(request.data))
         response.success = True
         self.log.info(response.message)
         return response
@@ -456,14 +318,9 @@ class TrainNode(Node):
         if timeout is None:
             since = getattr(self._stop, 'time', None) or time.monotonic()
             timeout = max(0.0, since + STOP_GRACE - time.monotonic())
-        self._closing.set()
         if self._preview is not None:
             self._preview.stop()
-        self.trainer.stop_event.set()
-        self.trainer.pause_event.clear()
-        if self._thread is not None:
-            self._thread.join(timeout)
-        return not self.training
+        return self.controller.stop(timeout)
 
     def destroy_node(self) -> None:
         """Stop training (bounded wait), release the envs, then destroy the node."""
