@@ -1,7 +1,8 @@
 """
 Lifecycle node serving an exported ONNX policy: /joint_states + goal -> joint commands.
 
-Configure loads the model (:class:`trpo_ros.runtime.Policy`), activate starts the I/O, and
+A thin adapter over :class:`trpo_ros.serving.PolicyServer`, which decides every command.
+Configure loads the model (:class:`trpo_ros.serving.ServedModel`), activate starts the I/O, and
 `autostart` (default true) does both at start-up. Setting `model_path` at run time hot-swaps
 the model between two control steps; a bad file is rejected and the old model keeps serving.
 Fail closed: until a JointState names every model joint no command is sent at all; after that,
@@ -14,7 +15,6 @@ No exception in a callback ends the node (:mod:`trpo_ros.nodes.guard`). Never im
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 import threading
 import time
 from typing import Any
@@ -30,7 +30,6 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, String
 from trpo_ros.nodes.conversions import (
-    command_limits,
     command_qos,
     diagnostic_array,
     diagnostic_status,
@@ -40,20 +39,17 @@ from trpo_ros.nodes.conversions import (
     latched_qos,
     LatencyWindow,
     LEVEL_NAMES,
-    ObservationError,
-    ObservationLayout,
     OK,
     reliability_policy,
     state_qos,
     subscribe_any_durability,
-    urdf_joint_limits,
-    validate_goal,
     WARN,
 )
 from trpo_ros.nodes.guard import Guard, SafeLog
 from trpo_ros.nodes.runner import run_nodes
-from trpo_ros.robot import CommandFilter
-from trpo_ros.runtime import Policy, PolicyError
+from trpo_ros.robot.observation import validate_goal
+from trpo_ros.runtime import PolicyError
+from trpo_ros.serving import PolicyServer, ServedModel, Step
 
 NODE_NAME = 'inference_node'
 DEFAULT_COMMAND_TOPIC = '/forward_position_controller/commands'
@@ -85,41 +81,6 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
 _SEVERITY = {WARN: LoggingSeverity.WARN, ERROR: LoggingSeverity.ERROR}
 
 
-class _Model:
-    """A loaded policy with its observation layout (swapped as one object on hot reload)."""
-
-    def __init__(self, path: str) -> None:
-        if not path:
-            raise PolicyError('parameter model_path is empty')
-        self.policy = Policy.load(path)
-        if self.policy.control_mode not in ('position', 'velocity', 'torque'):
-            raise PolicyError(f'{path}: control_mode {self.policy.control_mode!r} cannot drive '
-                              'a robot (expected position, velocity or torque)')
-        try:
-            self.layout = ObservationLayout(self.policy.input_names, self.policy.joint_names)
-        except ObservationError as exc:
-            raise PolicyError(f'{path}: {exc}') from None
-        self.path = str(Path(path).resolve())
-        self.position_mode = self.policy.control_mode == 'position'
-        self.low = self.policy.action_low.astype(np.float64)
-        self.high = self.policy.action_high.astype(np.float64)
-
-    def tighter_limits(self, urdf: str) -> tuple[str, np.ndarray, np.ndarray]:
-        """
-        Compare the robot's URDF limits with the model's command bounds.
-
-        Returns (why they are tighter or '', low, high): the bounds both allow.
-        """
-        joints = self.policy.joint_names
-        low, high = command_limits(urdf_joint_limits(urdf), joints, self.policy.control_mode)
-        tight = [f'{j} [{lo:.4g}, {hi:.4g}] vs model [{ml:.4g}, {mh:.4g}]'
-                 for j, lo, hi, ml, mh in zip(joints, low, high, self.low, self.high)
-                 if lo > ml + 1e-3 or hi < mh - 1e-3]
-        why = ('robot_description has tighter limits than the model: ' + '; '.join(tight[:4])
-               if tight else '')
-        return why, np.maximum(self.low, low), np.minimum(self.high, high)
-
-
 class InferenceNode(LifecycleNode):
     """Serve a policy on ROS 2 (see the module docstring and README for topics/parameters)."""
 
@@ -132,21 +93,15 @@ class InferenceNode(LifecycleNode):
             self.declare_parameter(name, default, descriptor)
         self._params = {name: self.get_parameter(name).value for name in PARAMETERS}
         self._lock = threading.Lock()  # one control step at a time; model swaps in between
-        self._model: _Model | None = None
+        self._server = PolicyServer()  # the model, goal, limits and hold (ROS-free)
+        self._server.accept_tighter_limits = bool(self._params['accept_tighter_limits'])
         self._model_error = 'not configured'
         self._io: list[Any] = []
         self._pub = None
         self._command_msg: Float64MultiArray | None = None
-        self._filter: CommandFilter | None = None  # bounds, max_delta (set on configure)
-        self._hold_positions: np.ndarray | None = None  # None: no complete JointState yet
         self._state_msg: JointState | None = None
         self._state_time = 0.0  # perf_counter when the last JointState arrived
         self._state_used = True  # timer mode: the last state has been turned into a command
-        self._goal: np.ndarray | None = None
-        self._goal_error = ''
-        self._description = ''  # newest /robot_description text
-        self._limits_error = ''  # why the description refuses serving ('' = fine)
-        self._bounds: tuple[np.ndarray, np.ndarray] | None = None  # (low, high) commands
         self._fault = ''  # why the last step held
         self._window_faults: dict[str, int] = {}  # hold reasons since the last diagnostics
         self._latency = LatencyWindow()
@@ -206,16 +161,14 @@ class InferenceNode(LifecycleNode):
     def _configure(self) -> bool:
         path = str(self.get_parameter('model_path').value)
         try:
-            model = _Model(path)
+            model = ServedModel(path)
         except PolicyError as exc:
             self._model_error = str(exc)
             self.log.error(f'cannot load model: {exc}')
             return False
         with self._lock:
-            self._model = model
             self._model_error = ''
-            self._filter = CommandFilter(model.low, model.high)  # no previous command yet
-            self._check_limits()
+            self._refuse_if(self._server.configure(model))
         p = model.policy
         self.log.info(
             f'loaded {model.path}: {p.obs_dim} inputs -> {p.action_dim} {p.control_mode} '
@@ -242,7 +195,7 @@ class InferenceNode(LifecycleNode):
                              'model was trained at by more than 10 %')
         self._command_msg = None
         self._state_used = True
-        self._hold_positions = None  # fail closed again until a complete JointState
+        self._server.activate()  # fail closed again until a complete JointState
         self._pub = self.create_publisher(Float64MultiArray, topic, qos)
         self._io = [
             self._pub,
@@ -260,7 +213,7 @@ class InferenceNode(LifecycleNode):
     def _cleanup(self) -> None:
         self._release_io()
         with self._lock:
-            self._model = None
+            self._server.model = None
             self._model_error = 'not configured'
 
     def _release_io(self) -> None:
@@ -286,34 +239,19 @@ class InferenceNode(LifecycleNode):
         self._set_goal(lambda: validate_goal(value))
 
     def _set_goal(self, parse: Any) -> None:
-        try:
-            goal = parse()
-        except ObservationError as exc:
-            self._goal, self._goal_error = None, f'rejected goal: {exc}'
+        with self._lock:
+            error = self._server.set_goal(parse)
+        if error:
             self._counts['rejected'] += 1
-            self.log.error(self._goal_error, throttle_sec=1.0, key='goal')
-            return
-        self._goal, self._goal_error = goal, ''
+            self.log.error(error, throttle_sec=1.0, key='goal')
 
     def _on_description(self, msg: String) -> None:
         with self._lock:
-            self._description = msg.data
-            self._check_limits()
+            self._refuse_if(self._server.set_description(msg.data))
 
-    def _check_limits(self) -> None:
-        """Compare the newest robot_description with the model (lock held)."""
-        model, self._limits_error, self._bounds = self._model, '', None
-        if model is None or not self._description:
-            return
-        try:
-            why, low, high = model.tighter_limits(self._description)
-        except ObservationError as exc:
-            why, low, high = str(exc), model.low, model.high
-        if why and not self._params['accept_tighter_limits']:
-            self._limits_error = why
+    def _refuse_if(self, why: str) -> None:
+        if why:
             self.log.error(f'not serving: {why} (parameter accept_tighter_limits overrides)')
-        else:
-            self._bounds = (low, high)
 
     def _on_state(self, msg: JointState) -> None:
         now = time.perf_counter()
@@ -334,63 +272,39 @@ class InferenceNode(LifecycleNode):
     def _step(self, received: float | None) -> None:
         """One control step for the newest state: observation -> policy -> command."""
         with self._lock:
-            model, msg = self._model, self._state_msg
+            msg = self._state_msg
             self._state_used = True
-            if model is None or self._pub is None or msg is None:
+            if self._server.model is None or self._pub is None or msg is None:
                 return
-            layout = model.layout
-            try:
-                layout.read_state(msg.name, msg.position, msg.velocity)
-            except ObservationError as exc:
-                self._hold_locked(model, f'rejected JointState: {exc}', rejected=True)
-                return
-            self._hold_positions = layout.controlled_positions().copy()
-            if self._limits_error:
-                self._hold_locked(model, self._limits_error)
-            elif layout.needs_goal and self._goal is None:
-                self._hold_locked(model, self._goal_error or 'waiting for a goal (goal topic '
-                                  'or parameter)', level=ERROR if self._goal_error else WARN)
-            else:
-                try:
-                    command = model.policy.act(layout.fill(self._goal))
-                except (ObservationError, PolicyError) as exc:
-                    self._hold_locked(model, str(exc), rejected=True)
-                    return
-                self._fault = ''
-                self._publish_locked(model, command, received)
+            self._send(self._server.step(msg.name, msg.position, msg.velocity,
+                                         self._params['max_delta']), received)
 
     def _hold_on_error(self, text: str, _args: tuple) -> None:
         self._hold(f'unexpected {text}')
 
     def _hold(self, reason: str, timeout: bool = False) -> None:
         with self._lock:
-            if self._model is not None and self._pub is not None:
-                self._hold_locked(self._model, reason, timeout=timeout)
+            if self._server.model is not None and self._pub is not None:
+                self._counts['timeouts'] += int(timeout)
+                self._send(self._server.hold(reason, self._params['max_delta']), None)
 
-    def _hold_locked(self, model: _Model, reason: str, timeout: bool = False,
-                     rejected: bool = False, level: int = ERROR) -> None:
-        """Publish the hold command: last good positions (position mode) or zeros."""
-        self._counts['timeouts'] += int(timeout)
-        self._counts['rejected'] += int(rejected)
-        if reason != self._fault:
-            self.log.log(_SEVERITY[level], f'holding: {reason}', throttle_sec=1.0,
-                         key=reason[:40])
-        self._fault = reason
-        if len(self._window_faults) < 8:
-            self._window_faults.setdefault(reason, level)
-        if self._hold_positions is None or self._limits_error:
-            return  # fail closed: never a complete state, or the robot refuses the model
-        hold = self._hold_positions if model.position_mode \
-            else np.zeros(model.policy.action_dim)
-        self._publish_locked(model, hold, None)
+    def _send(self, step: Step, received: float | None) -> None:
+        """Publish a step's command (if any); log and count its fault (lock held)."""
+        self._counts['rejected'] += int(step.rejected)
+        if step.fault:
+            level = ERROR if step.severity == 'error' else WARN
+            if step.fault != self._fault:
+                self.log.log(_SEVERITY[level], f'holding: {step.fault}', throttle_sec=1.0,
+                             key=step.fault[:40])
+            if len(self._window_faults) < 8:
+                self._window_faults.setdefault(step.fault, level)
+        self._fault = step.fault
+        if step.command is not None:
+            self._publish_locked(step.command, received)
 
-    def _publish_locked(self, model: _Model, command: np.ndarray, received: float | None) -> None:
-        command_filter = self._filter
-        command_filter.low, command_filter.high = self._bounds or (model.low, model.high)
-        command_filter.max_delta = float(self._params['max_delta'])
-        out = command_filter(command).command
+    def _publish_locked(self, out: np.ndarray, received: float | None) -> None:
         if self._command_msg is None:
-            self._command_msg = float64_array(out, model.policy.joint_names)
+            self._command_msg = float64_array(out, self._server.model.policy.joint_names)
         else:
             float64_array(out, msg=self._command_msg)
         self._pub.publish(self._command_msg)
@@ -425,27 +339,22 @@ class InferenceNode(LifecycleNode):
                 self._params[name] = value
         if 'accept_tighter_limits' in updates:
             with self._lock:
-                self._check_limits()
+                self._server.accept_tighter_limits = bool(updates['accept_tighter_limits'])
+                self._refuse_if(self._server.check_limits())
         return SetParametersResult(successful=True)
 
     def _reload(self, path: str) -> str:
         """Load `path` and swap it in; returns '' on success or why it was rejected."""
         try:
-            model = _Model(path)
+            model = ServedModel(path)
+            with self._lock:  # between two control steps
+                self._refuse_if(self._server.swap(model))
         except PolicyError as exc:
-            reason = f'model not reloaded, still serving {self._model.path}: {exc}'
+            reason = str(exc) if str(exc).startswith('model not reloaded') else \
+                f'model not reloaded, still serving {self._model.path}: {exc}'
             self.log.error(reason)
             return reason
-        old = self._model
-        if model.policy.joint_names != old.policy.joint_names:
-            reason = (f'model not reloaded: {path} controls joints {model.policy.joint_names}, '
-                      f'the served model {old.policy.joint_names}')
-            self.log.error(reason)
-            return reason
-        with self._lock:  # between two control steps
-            self._model = model
-            self._counts['reloads'] += 1
-            self._check_limits()
+        self._counts['reloads'] += 1
         self.log.info(f'hot-swapped model: now serving {model.path}')
         return ''
 
@@ -479,7 +388,7 @@ class InferenceNode(LifecycleNode):
             level, message = WARN, f'{state_label}: not commanding'
         elif faults:
             level, message = max(faults.values()), 'holding: ' + '; '.join(faults)
-            if self._hold_positions is None:
+            if self._server.hold_positions is None:
                 message = 'no command sent yet (fail closed): ' + '; '.join(faults)
         elif self._state_msg is None:
             level, message = WARN, f'waiting for {self._params["state_topic"]}'
@@ -493,6 +402,10 @@ class InferenceNode(LifecycleNode):
     def latency_ms(self) -> tuple[float, float]:
         """(p50, p99) of state received -> command published over the recent window, ms."""
         return self._latency.percentiles_ms()
+
+    @property
+    def _model(self) -> ServedModel | None:
+        return self._server.model
 
     @property
     def model_error(self) -> str:

@@ -304,7 +304,7 @@ class RosReachEnv(gym.Env):
         """
         if self._ros is not None:
             return
-        from trpo_ros.nodes.conversions import ObservationLayout
+        from trpo_ros.robot.observation import ObservationLayout
 
         self._layout = ObservationLayout(
             [f'joint_pos/{j}' for j in self.joint_names]

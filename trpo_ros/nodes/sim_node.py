@@ -40,7 +40,6 @@ from trpo_ros.nodes.conversions import (
     fill_joint_state,
     goal_from_msg,
     latched_qos,
-    ObservationError,
     OK,
     reach_markers,
     robot_description_in_world,
@@ -50,6 +49,7 @@ from trpo_ros.nodes.conversions import (
 )
 from trpo_ros.nodes.guard import Guard, SafeLog
 from trpo_ros.nodes.runner import run_nodes
+from trpo_ros.robot.observation import ObservationError
 from trpo_ros.sim import load_robot_yaml, reach_from_yaml, robot_yaml_of
 from visualization_msgs.msg import MarkerArray
 

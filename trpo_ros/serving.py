@@ -1,0 +1,177 @@
+"""
+Serving a policy to a robot, without ROS: what inference_node decides at every control step.
+
+:class:`ServedModel` is an exported policy checked for driving a robot, with its observation
+layout. :class:`PolicyServer` holds the deployment state — the model, the goal, the robot's
+URDF limits, the last complete joint state — and turns one joint state into one command, or
+into the hold, or into nothing (fail closed: before the first complete state, or while the
+robot's URDF has tighter limits than the model). The one command filter limits every command.
+numpy + onnxruntime only; the node adds messages, timers, logging and diagnostics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from trpo_ros.robot import CommandFilter
+from trpo_ros.robot.observation import (
+    command_limits,
+    ObservationError,
+    ObservationLayout,
+    urdf_joint_limits,
+)
+from trpo_ros.runtime import Policy, PolicyError
+
+WAITING_FOR_GOAL = 'waiting for a goal (goal topic or parameter)'
+
+
+class ServedModel:
+    """A loaded policy with its observation layout (swapped as one object on hot reload)."""
+
+    def __init__(self, path: str) -> None:
+        if not path:
+            raise PolicyError('parameter model_path is empty')
+        self.policy = Policy.load(path)
+        if self.policy.control_mode not in ('position', 'velocity', 'torque'):
+            raise PolicyError(f'{path}: control_mode {self.policy.control_mode!r} cannot drive '
+                              'a robot (expected position, velocity or torque)')
+        try:
+            self.layout = ObservationLayout(self.policy.input_names, self.policy.joint_names)
+        except ObservationError as exc:
+            raise PolicyError(f'{path}: {exc}') from None
+        self.path = str(Path(path).resolve())
+        self.position_mode = self.policy.control_mode == 'position'
+        self.low = self.policy.action_low.astype(np.float64)
+        self.high = self.policy.action_high.astype(np.float64)
+
+    def tighter_limits(self, urdf: str) -> tuple[str, np.ndarray, np.ndarray]:
+        """
+        Compare the robot's URDF limits with the model's command bounds.
+
+        Returns (why they are tighter or '', low, high): the bounds both allow.
+        """
+        joints = self.policy.joint_names
+        low, high = command_limits(urdf_joint_limits(urdf), joints, self.policy.control_mode)
+        tight = [f'{j} [{lo:.4g}, {hi:.4g}] vs model [{ml:.4g}, {mh:.4g}]'
+                 for j, lo, hi, ml, mh in zip(joints, low, high, self.low, self.high)
+                 if lo > ml + 1e-3 or hi < mh - 1e-3]
+        why = ('robot_description has tighter limits than the model: ' + '; '.join(tight[:4])
+               if tight else '')
+        return why, np.maximum(self.low, low), np.minimum(self.high, high)
+
+
+@dataclass
+class Step:
+    """
+    What one control step decided.
+
+    `command` is what to send (None: send nothing); `fault` is why the step held ('' when the
+    policy commanded), `severity` 'warn' or 'error' for a fault, `rejected` whether an input
+    was rejected.
+    """
+
+    command: np.ndarray | None
+    fault: str = ''
+    severity: str = ''
+    rejected: bool = False
+
+
+class PolicyServer:
+    """The deployment state of one served model (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.model: ServedModel | None = None
+        self.goal: np.ndarray | None = None
+        self.goal_error = ''
+        self.accept_tighter_limits = False
+        self.limits_error = ''  # why the robot's URDF refuses the model ('' = fine)
+        self.hold_positions: np.ndarray | None = None  # None: no complete joint state yet
+        self._description = ''
+        self._filter: CommandFilter | None = None
+
+    def configure(self, model: ServedModel) -> str:
+        """Serve `model` from scratch (no previous command); returns a limits error or ''."""
+        self.model = model
+        self._filter = CommandFilter(model.low, model.high)
+        return self.check_limits()
+
+    def swap(self, model: ServedModel) -> str:
+        """Hot-swap to `model` (same joints, else PolicyError); returns a limits error or ''."""
+        if model.policy.joint_names != self.model.policy.joint_names:
+            raise PolicyError(f'model not reloaded: {model.path} controls joints '
+                              f'{model.policy.joint_names}, the served model '
+                              f'{self.model.policy.joint_names}')
+        self.model = model
+        return self.check_limits()
+
+    def activate(self) -> None:
+        """Fail closed again: no command until a complete joint state."""
+        self.hold_positions = None
+
+    def set_goal(self, parse: Callable[[], np.ndarray]) -> str:
+        """Take the goal `parse()` returns; on ObservationError hold instead; returns the error."""
+        try:
+            self.goal, self.goal_error = parse(), ''
+        except ObservationError as exc:
+            self.goal, self.goal_error = None, f'rejected goal: {exc}'
+        return self.goal_error
+
+    def set_description(self, urdf: str) -> str:
+        """Take the robot's URDF (robot_description); returns a limits error or ''."""
+        self._description = urdf
+        return self.check_limits()
+
+    def check_limits(self) -> str:
+        """Compare the robot's URDF with the model; returns why serving is refused, or ''."""
+        model, self.limits_error, bounds = self.model, '', None
+        if model is not None and self._description:
+            try:
+                why, low, high = model.tighter_limits(self._description)
+            except ObservationError as exc:
+                why, low, high = str(exc), model.low, model.high
+            if why and not self.accept_tighter_limits:
+                self.limits_error = why
+            else:
+                bounds = (low, high)
+        if self._filter is not None and model is not None:
+            self._filter.low, self._filter.high = bounds or (model.low, model.high)
+        return self.limits_error
+
+    def step(self, names: Sequence[str], position: Any, velocity: Any,
+             max_delta: float) -> Step:
+        """One control step for one joint state: the policy's command, the hold or nothing."""
+        model = self.model
+        layout = model.layout
+        try:
+            layout.read_state(names, position, velocity)
+        except ObservationError as exc:
+            return self.hold(f'rejected JointState: {exc}', max_delta, rejected=True)
+        self.hold_positions = layout.controlled_positions().copy()
+        if self.limits_error:
+            return self.hold(self.limits_error, max_delta)
+        if layout.needs_goal and self.goal is None:
+            return self.hold(self.goal_error or WAITING_FOR_GOAL, max_delta,
+                             severity='error' if self.goal_error else 'warn')
+        try:
+            command = model.policy.act(layout.fill(self.goal))
+        except (ObservationError, PolicyError) as exc:
+            return self.hold(str(exc), max_delta, rejected=True)
+        return Step(self._filtered(command, max_delta))
+
+    def hold(self, reason: str, max_delta: float, severity: str = 'error',
+             rejected: bool = False) -> Step:
+        """Return the hold: last good positions (position mode) or zeros; None failing closed."""
+        model = self.model
+        if self.hold_positions is None or self.limits_error:
+            return Step(None, reason, severity, rejected)
+        hold = self.hold_positions if model.position_mode \
+            else np.zeros(model.policy.action_dim)
+        return Step(self._filtered(hold, max_delta), reason, severity, rejected)
+
+    def _filtered(self, command: np.ndarray, max_delta: float) -> np.ndarray:
+        self._filter.max_delta = float(max_delta)
+        return self._filter(command).command
