@@ -38,8 +38,8 @@ def test_server_decisions(tmp_path):
     server.accept_tighter_limits = True
     assert server.check_limits() == ''
     assert np.all(np.abs(server.step(JOINTS, zeros, zeros, 0.0).command) <= 0.5)
-    other = ServedModel(str(write_linear_policy(tmp_path / 'o.onnx', joint_names=['b1', 'b2',
-                                                                               'b3'])))
+    other_path = write_linear_policy(tmp_path / 'o.onnx', joint_names=['b1', 'b2', 'b3'])
+    other = ServedModel(str(other_path))
     with pytest.raises(PolicyError, match='controls joints'):
         server.swap(other)
     server.activate()  # fail closed again
