@@ -64,7 +64,6 @@ class SimMachine(RuleBasedStateMachine):
                       False: self.probe.publisher(PointStamped, '/trpo/goal', 10)}
         self.probe.wait_for(lambda: self.states, timeout=20.0)
         self.probe.wait_subscribers(self.commands)
-        self.rejected = {'rejected_commands': 0, 'rejected_goals': 0}
 
     def teardown(self) -> None:
         """Stop the node (clean exit) and the probe."""
@@ -85,9 +84,13 @@ class SimMachine(RuleBasedStateMachine):
                     return int({kv.key: kv.value for kv in status.values}[key])
         return 0
 
-    def expect_rejected(self, key: str, count: int = 1) -> None:
-        self.rejected[key] += count
-        self.probe.wait_for(lambda: self.counter(key) >= self.rejected[key], timeout=2.0)
+    def rejected_so_far(self, key: str) -> int:
+        with self.probe.lock:
+            return self.counter(key)
+
+    def expect_rejected(self, key: str, before: int) -> None:
+        """Wait until /diagnostics counts one more rejection than `before`."""
+        self.probe.wait_for(lambda: self.counter(key) > before, timeout=5.0)
 
     # ----------------------------------------------------------------------------- rules
     @rule(deltas=st.lists(st.floats(-0.3, 0.3), min_size=7, max_size=7))
@@ -103,16 +106,18 @@ class SimMachine(RuleBasedStateMachine):
 
     @rule(size=st.sampled_from([0, 3, 8, 10**6]))
     def wrong_length(self, size: int) -> None:
+        before = self.rejected_so_far('rejected_commands')
         self.commands.publish(Float64MultiArray(data=np.zeros(size).tolist()))
-        self.expect_rejected('rejected_commands')
+        self.expect_rejected('rejected_commands', before)
 
     @rule(value=st.sampled_from([float('nan'), float('inf'), -float('inf')]),
           joint=st.integers(0, 6))
     def non_finite(self, value: float, joint: int) -> None:
         data = self.positions()
         data[joint] = value
+        before = self.rejected_so_far('rejected_commands')
         self.commands.publish(Float64MultiArray(data=data.tolist()))
-        self.expect_rejected('rejected_commands')
+        self.expect_rejected('rejected_commands', before)
 
     @rule(n=st.integers(50, 300))
     def flood(self, n: int) -> None:
@@ -127,9 +132,10 @@ class SimMachine(RuleBasedStateMachine):
         msg = PointStamped()
         msg.header.frame_id = 'camera' if kind == 'foreign' else 'world'
         msg.point.x, msg.point.y, msg.point.z = [float('nan')] * 3 if kind == 'nan' else xyz
+        before = self.rejected_so_far('rejected_goals')
         self.goals[latched].publish(msg)
         if kind != 'valid':
-            self.expect_rejected('rejected_goals')
+            self.expect_rejected('rejected_goals', before)
 
     @rule()
     def reset(self) -> None:
