@@ -347,13 +347,16 @@ class InferenceNode(LifecycleNode):
         """Load `path` and swap it in; returns '' on success or why it was rejected."""
         try:
             model = ServedModel(path)
-            with self._lock:  # between two control steps
-                self._refuse_if(self._server.swap(model))
         except PolicyError as exc:
-            reason = str(exc) if str(exc).startswith('model not reloaded') else \
-                f'model not reloaded, still serving {self._model.path}: {exc}'
+            reason = f'model not reloaded, still serving {self._model.path}: {exc}'
             self.log.error(reason)
             return reason
+        try:
+            with self._lock:  # between two control steps
+                self._refuse_if(self._server.swap(model))
+        except PolicyError as exc:  # other joints: the swap says why
+            self.log.error(str(exc))
+            return str(exc)
         self._counts['reloads'] += 1
         self.log.info(f'hot-swapped model: now serving {model.path}')
         return ''
