@@ -9,6 +9,9 @@ With `sim:=true` the simulated robot is the one the model was trained on (the mo
 robot/task YAML and URDF). `sim_goals:=random` (default): the sim draws a goal per episode and
 publishes it on the goal topic; `sim_goals:=topic`: the sim follows goals published by you
 (`ros2 topic pub`, rviz2's Publish Point with goal_topic:=/clicked_point) and never resets.
+Without `sim:=true` inference_node starts in standby (the robot gets the hold) until
+`ros2 service call /inference_node/activate_policy std_srvs/srv/Trigger`; the sim asks for
+`active` itself.
 """
 
 import os
@@ -29,6 +32,9 @@ def generate_launch_description():
     command_topic = LaunchConfiguration('command_topic')
     goal_topic = LaunchConfiguration('goal_topic')
     follow = PythonExpression(["'", LaunchConfiguration('sim_goals'), "' == 'topic'"])
+    simulated = PythonExpression(["'", LaunchConfiguration('sim'), "'.lower() == 'true'"])
+    start_mode = PythonExpression(["'", LaunchConfiguration('start_mode'), "' or ('active' if ",
+                                   simulated, " else 'standby')"])
     return LaunchDescription([
         DeclareLaunchArgument('model', description='exported policy (.onnx) to serve'),
         DeclareLaunchArgument('sim', default_value='false',
@@ -40,6 +46,10 @@ def generate_launch_description():
                               description='Float64MultiArray command topic'),
         DeclareLaunchArgument('goal_topic', default_value='/trpo/goal',
                               description='PointStamped goal topic (/clicked_point: rviz2)'),
+        DeclareLaunchArgument('start_mode', default_value='',
+                              choices=['', 'standby', 'active', 'hold'],
+                              description="inference_node's first mode ('': active with "
+                                          'sim:=true, else standby)'),
         DeclareLaunchArgument('sim_goals', default_value='random',
                               choices=['random', 'topic'],
                               description='sim:=true: random goal per episode, or follow '
@@ -49,8 +59,13 @@ def generate_launch_description():
             executable='inference_node',
             name='inference_node',
             output='screen',
+            # sim:=true asks for the policy itself (a real robot starts in standby: call
+            # ~/activate_policy); the sim's resets teleport the arm, not a command jump.
             parameters=[params_file, {'model_path': model, 'command_topic': command_topic,
-                                      'goal_topic': goal_topic}],
+                                      'goal_topic': goal_topic,
+                                      'start_mode': start_mode,
+                                      'estop_command_step': PythonExpression([
+                                          '0.0 if ', simulated, ' else 0.5'])}],
         ),
         Node(
             package='trpo_ros',

@@ -3,10 +3,12 @@ Serving a policy to a robot, without ROS: what inference_node decides at every c
 
 :class:`ServedModel` is an exported policy checked for driving a robot, with its observation
 layout. :class:`PolicyServer` holds the deployment state — the model, the goal, the robot's
-URDF limits, the last complete joint state — and turns one joint state into one command, or
-into the hold, or into nothing (fail closed: before the first complete state, or while the
-robot's URDF has tighter limits than the model). The one command filter limits every command.
-numpy + onnxruntime only; the node adds messages, timers, logging and diagnostics.
+URDF limits, the last complete joint state, the safety mode — and turns one joint state into
+one command, or into the hold, or into nothing (fail closed: before the first complete state,
+or while the robot's URDF has tighter limits than the model). The safety modes
+(:mod:`trpo_ros.safety_modes`) decide whether the policy's command or a hold is sent, and the
+one command filter limits every command. numpy + onnxruntime only; the node adds messages,
+timers, logging and diagnostics.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from trpo_ros.robot.observation import (
     urdf_joint_limits,
 )
 from trpo_ros.runtime import Policy, PolicyError
+from trpo_ros.safety_modes import SafetyModes
 
 WAITING_FOR_GOAL = 'waiting for a goal (goal topic or parameter)'
 
@@ -47,6 +50,19 @@ class ServedModel:
         self.position_mode = self.policy.control_mode == 'position'
         self.low = self.policy.action_low.astype(np.float64)
         self.high = self.policy.action_high.astype(np.float64)
+        self.position_limits = self._position_limits()
+
+    def _position_limits(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Joint position limits: the command bounds in position mode, else the robot's."""
+        if self.position_mode:
+            return self.low, self.high
+        robot = (self.policy.metadata.get('robot_config') or {}).get('robot') or {}
+        given = robot.get('limits') or {}
+        joints = self.policy.joint_names
+        if not all(j in given and 'lower' in given[j] and 'upper' in given[j] for j in joints):
+            return None
+        return (np.array([given[j]['lower'] for j in joints], np.float64),
+                np.array([given[j]['upper'] for j in joints], np.float64))
 
     def tighter_limits(self, urdf: str) -> tuple[str, np.ndarray, np.ndarray]:
         """
@@ -70,14 +86,16 @@ class Step:
     What one control step decided.
 
     `command` is what to send (None: send nothing); `fault` is why the step held ('' when the
-    policy commanded), `severity` 'warn' or 'error' for a fault, `rejected` whether an input
-    was rejected.
+    policy commanded or the mode holds), `severity` 'warn' or 'error' for a fault, `rejected`
+    whether an input was rejected, `preview` the policy's command when the mode did not send
+    it (standby, hold, e-stop).
     """
 
     command: np.ndarray | None
     fault: str = ''
     severity: str = ''
     rejected: bool = False
+    preview: np.ndarray | None = None
 
 
 class PolicyServer:
@@ -90,6 +108,8 @@ class PolicyServer:
         self.accept_tighter_limits = False
         self.limits_error = ''  # why the robot's URDF refuses the model ('' = fine)
         self.hold_positions: np.ndarray | None = None  # None: no complete joint state yet
+        self.modes = SafetyModes()
+        self.period = 0.02  # s between control steps (the hand-over ramp's time base)
         self._description = ''
         self._filter: CommandFilter | None = None
 
@@ -106,11 +126,17 @@ class PolicyServer:
                               f'{model.policy.joint_names}, the served model '
                               f'{self.model.policy.joint_names}')
         self.model = model
+        if self.modes.mode == 'active':
+            self.modes.handing_over = True  # the new policy takes over smoothly
         return self.check_limits()
 
     def activate(self) -> None:
         """Fail closed again: no command until a complete joint state."""
         self.hold_positions = None
+
+    def request_mode(self, name: str) -> tuple[bool, str]:
+        """Ask the safety modes for `name`; hold and e-stop freeze at the newest measured pose."""
+        return self.modes.request(name, self.hold_positions)
 
     def set_goal(self, parse: Callable[[], np.ndarray]) -> str:
         """Take the goal `parse()` returns; on ObservationError hold instead; returns the error."""
@@ -151,6 +177,8 @@ class PolicyServer:
         except ObservationError as exc:
             return self.hold(f'rejected JointState: {exc}', max_delta, rejected=True)
         self.hold_positions = layout.controlled_positions().copy()
+        if model.position_limits is not None:
+            self.modes.check_measured(self.hold_positions, *model.position_limits)
         if self.limits_error:
             return self.hold(self.limits_error, max_delta)
         if layout.needs_goal and self.goal is None:
@@ -160,17 +188,56 @@ class PolicyServer:
             command = model.policy.act(layout.fill(self.goal))
         except (ObservationError, PolicyError) as exc:
             return self.hold(str(exc), max_delta, rejected=True)
-        return Step(self._filtered(command, max_delta))
+        if self.modes.mode != 'active':
+            return self._mode_hold(max_delta, preview=self._clip(command))
+        return self._command(command, max_delta)
 
     def hold(self, reason: str, max_delta: float, severity: str = 'error',
              rejected: bool = False) -> Step:
-        """Return the hold: last good positions (position mode) or zeros; None failing closed."""
-        model = self.model
+        """Return the hold for a fault (the mode's hold outside active); None failing closed."""
         if self.hold_positions is None or self.limits_error:
             return Step(None, reason, severity, rejected)
-        hold = self.hold_positions if model.position_mode \
-            else np.zeros(model.policy.action_dim)
-        return Step(self._filtered(hold, max_delta), reason, severity, rejected)
+        if self.modes.mode != 'active':
+            return self._mode_hold(max_delta, reason, severity, rejected)
+        step = Step(self._filtered(self._pose_or_zeros(self.hold_positions), max_delta),
+                    reason, severity, rejected)
+        self.modes.after_step(reason, severity, handed_over=False)
+        if self.modes.mode == 'estop':  # that fault was one too many
+            return self._mode_hold(max_delta, reason, severity, rejected)
+        return step
+
+    def _command(self, command: np.ndarray, max_delta: float) -> Step:
+        """Active: the policy's command, ramped while handing over; an e-stop on a jump."""
+        target = self._clip(command)
+        if self._filter.previous is None and self.modes.handing_over:
+            self._filter.previous = self._pose_or_zeros(self.hold_positions)
+        jump = self.modes.command_jump(target, self._filter.previous)
+        if jump:
+            return self._mode_hold(max_delta, f'e-stop: {jump}', 'error', preview=target)
+        ramp = self.modes.handover_step(self.period)
+        limit = min(ramp, max_delta) if ramp and max_delta else ramp or max_delta
+        out = self._filtered(target, limit)
+        self.modes.after_step('', '', handed_over=bool(np.allclose(out, target, atol=1e-9)))
+        return Step(out)
+
+    def _mode_hold(self, max_delta: float, fault: str = '', severity: str = '',
+                   rejected: bool = False, preview: np.ndarray | None = None) -> Step:
+        """Standby: the newest measured pose; hold and e-stop: the frozen pose, at once."""
+        if self.modes.mode == 'standby':
+            out = self._filtered(self._pose_or_zeros(self.hold_positions), max_delta)
+        else:
+            target = self._pose_or_zeros(self.modes.freeze_at(self.hold_positions))
+            self._filter.reset()  # takes effect within this step, whatever max_delta says
+            out = self._filtered(target, 0.0)
+        return Step(out, fault, severity, rejected, preview)
+
+    def _pose_or_zeros(self, positions: np.ndarray) -> np.ndarray:
+        if self.model.position_mode:
+            return np.asarray(positions, np.float64)
+        return np.zeros(self.model.policy.action_dim)
+
+    def _clip(self, command: np.ndarray) -> np.ndarray:
+        return np.clip(np.asarray(command, np.float64), self._filter.low, self._filter.high)
 
     def _filtered(self, command: np.ndarray, max_delta: float) -> np.ndarray:
         self._filter.max_delta = float(max_delta)

@@ -21,7 +21,8 @@ JOINTS = ['a1', 'a2', 'a3']
 
 def write_linear_policy(path: str | Path, joint_names: Sequence[str] = JOINTS,
                         control_mode: str = 'position', rate_hz: float = 50.0,
-                        seed: int = 0, with_goal: bool = True) -> Path:
+                        seed: int = 0, with_goal: bool = True,
+                        weight_scale: float = 0.7) -> Path:
     """Write a trpo_ros-format ONNX policy: action = center + half * tanh(W obs + b)."""
     import onnx
     from onnx import helper, numpy_helper, TensorProto
@@ -35,7 +36,8 @@ def write_linear_policy(path: str | Path, joint_names: Sequence[str] = JOINTS,
     low = np.full(n_out, -2.0, np.float32)
     high = np.full(n_out, 2.0, np.float32)
     weights = [
-        numpy_helper.from_array(rng.normal(0, 0.7, (n_in, n_out)).astype(np.float32), 'W'),
+        numpy_helper.from_array(
+            rng.normal(0, weight_scale, (n_in, n_out)).astype(np.float32), 'W'),
         numpy_helper.from_array(rng.normal(0, 0.3, n_out).astype(np.float32), 'b'),
         numpy_helper.from_array((high - low) / 2, 'half'),
         numpy_helper.from_array((high + low) / 2, 'center'),
@@ -277,3 +279,9 @@ def run_stateful(machine: type, examples: int, steps: int, steps_run: list[int],
         derandomize=os.environ.get('CI', '') == 'true',
         suppress_health_check=list(HealthCheck)))
     assert steps_run[0] >= minimum, f'only {steps_run[0]} rule steps ran'
+
+
+ACTIVE_AT_ONCE = {'start_mode': 'active', 'handover_rate': 1e6, 'estop_after_faults': 0,
+                  'estop_limit_margin': -1.0, 'estop_command_step': 0.0}
+"""inference_node parameters of the per-message fault tests: active from the start, no
+hand-over ramp, no automatic e-stop (the safety modes have their own tests)."""

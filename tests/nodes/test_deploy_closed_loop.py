@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from diagnostic_msgs.msg import DiagnosticArray
+from nodes_helpers import ACTIVE_AT_ONCE
 import pytest
 
 pytestmark = pytest.mark.integration
@@ -35,7 +36,7 @@ def test_separate_processes_match_offline_evaluation(trained_run, offline_succes
     sim = node_process('trpo_ros.nodes.sim_node', mode='lockstep', seed=SEED,
                        max_episodes=EPISODES, diagnostics_period=0.25)
     node_process('trpo_ros.nodes.inference_node', model_path=str(trained_run / 'policy.onnx'),
-                 publish_on_state=True)
+                 publish_on_state=True, **ACTIVE_AT_ONCE)
 
     def finished():
         for status in sim_status(diags):

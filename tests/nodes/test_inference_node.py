@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from nodes_helpers import JOINTS, write_linear_policy
+from nodes_helpers import ACTIVE_AT_ONCE, JOINTS, write_linear_policy
 import numpy as np
 import pytest
 from trpo_ros.nodes.conversions import ERROR, status_level
@@ -45,7 +45,7 @@ def error_diag(probe, text):
 
 
 def start_serving(probe, node_process, model, **params):
-    proc = node_process(MODULE, model_path=str(model), **params)
+    proc = node_process(MODULE, model_path=str(model), **{**ACTIVE_AT_ONCE, **params})
     probe.wait_subscribers(probe.state_pub)
     return proc
 

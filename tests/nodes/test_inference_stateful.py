@@ -23,7 +23,14 @@ import time
 
 from hypothesis import strategies as st
 from hypothesis.stateful import invariant, rule, RuleBasedStateMachine
-from nodes_helpers import JOINTS, NodeProcess, Probe, run_stateful, write_linear_policy
+from nodes_helpers import (
+    ACTIVE_AT_ONCE,
+    JOINTS,
+    NodeProcess,
+    Probe,
+    run_stateful,
+    write_linear_policy,
+)
 import numpy as np
 import pytest
 from trpo_ros.nodes.conversions import ERROR, status_level
@@ -93,7 +100,8 @@ class InferenceMachine(RuleBasedStateMachine):
         self.volatile_goal_pub = self.probe.publisher(PointStamped, '/trpo/goal', 10)
         self.proc = NodeProcess(MODULE, {
             'model_path': str(self.models['good']), 'obs_timeout': OBS_TIMEOUT,
-            'control_rate_hz': 50.0, 'diagnostics_period': 0.1}, self.dir / 'node.log')
+            'control_rate_hz': 50.0, 'diagnostics_period': 0.1, **ACTIVE_AT_ONCE},
+            self.dir / 'node.log')
         self.probe.wait_subscribers(self.probe.state_pub)
         self.stream = StateStream(self.probe)
         self.lifecycle = 'active'

@@ -19,7 +19,6 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from typing import Any
 
@@ -263,52 +262,89 @@ def test_deploy_launch_closed_loop_param_lifecycle(ros2: Ros2Cli, trained_run: P
     assert 'Traceback' not in output, output
 
 
-def test_goal_from_default_qos_publisher_moves_the_arm(ros2: Ros2Cli, trained_run: Path,
-                                                       probe: Any) -> None:
+def test_modes_and_goals_from_ros2_cli_in_closed_loop(ros2: Ros2Cli, trained_run: Path,
+                                                     probe: Any) -> None:
+    """Standby, active, hold, e-stop, reset with goals from `ros2 topic pub`, against the sim."""
     from visualization_msgs.msg import MarkerArray
 
     markers = probe.listen(MarkerArray, '/trpo/markers')
     launch = ros2.launch('trpo_ros', 'deploy.launch.py', f'model:={trained_run / "policy.onnx"}',
-                         'sim:=true', 'sim_goals:=topic')
+                         'sim:=true', 'sim_goals:=topic', 'start_mode:=standby')
     launch.wait_for(r'\[inference_node\]: active', timeout=30)
     probe.wait_for(lambda: ee_position(markers) is not None, timeout=30)
 
-    def publish_goal_and_reach(goal: np.ndarray, *qos: str) -> None:
-        # Each goal from a fresh episode near home, where the policy was trained to start.
-        reset = ros2.run('service', 'call', '/sim_node/reset', 'std_srvs/srv/Trigger')
-        assert trigger_reply(reset)[0], reset
-        time.sleep(0.3)
-        start = ee_position(markers)
-        assert np.linalg.norm(start - goal) > GOAL_TOLERANCE, (start, goal)  # a real move
-        # Watch from before the publish: the goal is reached in ~0.2 s, while `ros2 topic pub`
-        # takes seconds to return, and a 1 s-episode policy drifts after ~1 s at its goal.
-        done: dict[str, Result] = {}
-        publisher = threading.Thread(target=lambda: done.update(result=ros2.run(
-            'topic', 'pub', '--once', '-w', '1', *qos, '/trpo/goal',
-            'geometry_msgs/msg/PointStamped', goal_yaml(goal), timeout=15)))
-        publisher.start()
+    def mode() -> str:
+        # No type argument: echo then waits to discover the publisher and takes its
+        # transient-local QoS (with a type it subscribes volatile at once and hears nothing).
+        result = ros2.run('topic', 'echo', '--once', '/inference_node/mode', timeout=20,
+                          until=lambda r: r.returncode == 0, retry_for=15)
+        match = re.search(r'data: (.*)', result.stdout)
+        assert match, result
+        return match.group(1).strip().strip("'\"")
+
+    def call(service: str) -> tuple[bool, str]:
+        return trigger_reply(ros2.run('service', 'call', f'/inference_node/{service}',
+                                      'std_srvs/srv/Trigger'))
+
+    def publish_goal(goal: np.ndarray, *qos: str) -> None:
+        # -w 2: sim_node (sim_goals:=topic) and inference_node each have a volatile
+        # subscription; publishing once the first matched can miss the other.
+        result = ros2.run('topic', 'pub', '--once', '-w', '2', *qos, '/trpo/goal',
+                          'geometry_msgs/msg/PointStamped', goal_yaml(goal), timeout=15)
+        assert result.returncode == 0, f'ros2 topic pub did not return:\n{result}'
+
+    def stays_put(seconds: float = 1.5) -> None:
+        start, deadline = ee_position(markers), time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            moved = float(np.linalg.norm(ee_position(markers) - start))
+            assert moved < 0.01, f'the arm moved {moved:.3f} m in {mode()}'
+            time.sleep(0.05)
+
+    def reaches(goal: np.ndarray) -> None:
         try:
             seconds = wait_reaches(markers, goal, timeout=10.0)
-            publisher.join(timeout=20)
-            result = done['result']
-            assert result.returncode == 0, f'ros2 topic pub did not return:\n{result}'
         except AssertionError as exc:
-            info = ros2.run('topic', 'info', '-v', '/trpo/goal', timeout=15)
-            raise AssertionError(f'{exc}\n{info}\n{launch.output()}') from None
-        print(f'goal {goal.tolist()} {" ".join(qos) or "(default QoS)"}: ros2 topic pub '
-              f'{result.seconds:.1f} s, reached in {seconds:.1f} s')
+            raise AssertionError(f'{exc}\n{ros2.transcript()}\n{launch.output()}') from None
+        print(f'goal {goal.tolist()}: reached in {seconds:.1f} s')
 
-    # As in the README: default QoS, as rviz2's Publish Point and most user code publish.
-    publish_goal_and_reach(np.array([0.55, 0.1, 0.45]))
-    # Explicitly volatile: `ros2 topic pub` otherwise adapts its durability to the endpoints it
-    # finds, so the first goal alone does not show that a volatile publisher is heard.
-    publish_goal_and_reach(np.array([0.45, -0.15, 0.5]), '--qos-durability', 'volatile',
-                           '--qos-reliability', 'reliable')
+    # A robot never moves without an explicit request: standby previews the policy only.
+    goal_a, goal_b = np.array([0.55, 0.1, 0.45]), np.array([0.45, -0.15, 0.5])
+    assert mode() == 'standby'
+    assert np.linalg.norm(ee_position(markers) - goal_a) > GOAL_TOLERANCE  # a real move
+    publish_goal(goal_a)  # default QoS, as rviz2's Publish Point and most user code publish
+    stays_put()
+    preview = echo_once(ros2, '/inference_node/policy_preview', 'std_msgs/msg/Float64MultiArray')
+    assert preview.returncode == 0 and 'data:' in preview.stdout, preview
+    assert call('activate_policy')[0]
+    reaches(goal_a)
+
+    # hold from a teleop bridge's topic: frozen, a new goal does not move the arm.
+    result = ros2.run('topic', 'pub', '--once', '/inference_node/mode_request',
+                      'std_msgs/msg/String', '{data: hold}', timeout=15)
+    assert result.returncode == 0, result
+    deadline = time.monotonic() + 10
+    while mode() != 'hold':
+        assert time.monotonic() < deadline, ros2.transcript()
+    publish_goal(goal_b, '--qos-durability', 'volatile', '--qos-reliability', 'reliable')
+    stays_put()
+
+    # e-stop is latched: activate is refused until reset_estop, which returns to standby.
+    assert call('estop')[0]
+    assert mode().startswith('estop')
+    ok, message = call('activate_policy')
+    assert not ok and 'reset_estop' in message, message
+    stays_put(0.5)
+    assert call('reset_estop') == (True, 'e-stop reset: standby')
+    assert mode() == 'standby'
+    # A fresh episode near home, where the policy was trained to start; standby follows it.
+    assert trigger_reply(ros2.run('service', 'call', '/sim_node/reset', 'std_srvs/srv/Trigger'))[0]
+    time.sleep(0.5)
+    assert call('activate_policy')[0]
+    reaches(goal_b)
 
     # sim_goals:=topic: sim_node follows the goal topic and never ends an episode itself.
     values = sim_status(probe)
     assert values is not None and int(values['episodes']) == 0, values
-
     output = stop_launch(launch, 'inference_node', 'sim_node')
     assert 'Traceback' not in output, output
 
@@ -319,7 +355,7 @@ def test_robot_from_yaml_alone_trains_deploys_and_launches(ros2: Ros2Cli, probe:
     # length): train -> export -> deploy-sim -> ros2 launch, no code.
     robot_yaml = tmp_path / 'my_arm.yaml'
     robot_yaml.write_text((REPO / 'sim' / 'panda_reach.yaml').read_text().replace(
-        'episode_steps: 50', 'episode_steps: 40'))
+        'episode_steps: 250', 'episode_steps: 40'))
     run_dir = tmp_path / 'run'
     cli = [sys.executable, '-m', 'trpo_ros.cli']
     train = subprocess.run([*cli, 'train', '--env', 'trpo_ros/Reach-v0', '--env-kwargs',

@@ -30,7 +30,7 @@ def values(status):
 
 
 def test_lockstep_interface(probe, node_process):
-    node_process(MODULE, mode='lockstep', seed=3, lockstep_kick=0.3)
+    node_process(MODULE, mode='lockstep', seed=3, lockstep_kick=0.3, episode_steps=50)
     states = probe.listen(JointState, '/joint_states', state_qos())
     goals = probe.listen(PointStamped, '/trpo/goal', latched_qos())
     descriptions = probe.listen(String, '/robot_description', latched_qos())

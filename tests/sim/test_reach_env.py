@@ -31,7 +31,7 @@ def test_check_env(env_id: str) -> None:
     kwargs = {'robot_yaml': 'panda_reach.yaml'} if env_id == 'trpo_ros/Reach-v0' else {}
     env = gym.make(env_id, **kwargs)
     check_env(env.unwrapped, skip_render_check=True)
-    assert env.spec.max_episode_steps == 50 or env_id == 'trpo_ros/Reach-v0'
+    assert env.spec.max_episode_steps == 250 or env_id == 'trpo_ros/Reach-v0'
     env.close()
 
 
@@ -44,7 +44,7 @@ def test_reach_v0_is_time_limited() -> None:
     while not truncated:
         _, _, _, truncated, _ = env.step(zero)
         steps += 1
-    assert steps == 50
+    assert steps == 250  # episode_steps of sim/kuka_reach.yaml
     env.close()
 
 

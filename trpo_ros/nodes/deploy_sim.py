@@ -73,7 +73,11 @@ def deploy_sim(model_path: str | Path, episodes: int = 10, *, env: str | None = 
         inference = InferenceNode(context=context, parameter_overrides=[
             Parameter('model_path', value=str(model_path)),
             Parameter('publish_on_state', value=True),
-            Parameter('obs_timeout', value=5.0)])
+            Parameter('obs_timeout', value=5.0),
+            # A simulation asks for the policy itself; its resets teleport the arm, which
+            # would look like a jump of the command.
+            Parameter('start_mode', value='active'),
+            Parameter('estop_command_step', value=0.0)])
         nodes.append(inference)
         if inference.model_error:
             raise UserError(f'inference_node cannot serve: {inference.model_error}')

@@ -9,7 +9,10 @@ Fail closed: until a JointState names every model joint no command is sent at al
 stale, NaN, incomplete states and bad goals make it publish the hold command and report ERROR
 on /diagnostics. A /robot_description whose joint limits are tighter than the model's stops
 the commands (ERROR) unless `accept_tighter_limits` is set (then commands are clipped to them).
-No exception in a callback ends the node (:mod:`trpo_ros.nodes.guard`). Never imports torch.
+Safety modes (standby by default, active, hold, e-stop; :mod:`trpo_ros.safety_modes`) decide
+whether the policy's command reaches the robot; :mod:`trpo_ros.nodes.mode_interface` maps their
+services and topics. No exception in a callback ends the node (:mod:`trpo_ros.nodes.guard`).
+Never imports torch.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from rclpy.logging import LoggingSeverity
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, String
+from trpo_ros.errors import ParameterError
 from trpo_ros.nodes.conversions import (
     command_qos,
     diagnostic_array,
@@ -46,9 +50,11 @@ from trpo_ros.nodes.conversions import (
     WARN,
 )
 from trpo_ros.nodes.guard import Guard, SafeLog
+from trpo_ros.nodes.mode_interface import ModeInterface
 from trpo_ros.nodes.runner import run_nodes
 from trpo_ros.robot.observation import validate_goal
 from trpo_ros.runtime import PolicyError
+from trpo_ros.safety_modes import SafetyLimits, SafetyModes
 from trpo_ros.serving import PolicyServer, ServedModel, Step
 
 NODE_NAME = 'inference_node'
@@ -75,10 +81,25 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     'obs_timeout': (0.5, 'seconds without a JointState before holding and reporting ERROR'),
     'max_delta': (0.0, 'largest change of a command per step (0 = off)'),
     'diagnostics_period': (1.0, 'seconds between /diagnostics messages'),
+    'start_mode': ('standby', "mode at start and after a lifecycle re-activation: 'standby' "
+                              "(no policy command until ~/activate_policy), 'active' or 'hold'"),
+    'handover_rate': (0.5, 'largest command change per second while handing over to the '
+                           'policy (rad/s)'),
+    'estop_after_faults': (50, 'consecutive fault holds in active that latch the e-stop (0 = '
+                               'off)'),
+    'estop_limit_margin': (0.05, 'a measured joint this far outside the model limits latches '
+                                 'the e-stop (rad; < 0 = off)'),
+    'estop_command_step': (0.5, 'a policy command changing more than this in one step latches '
+                                'the e-stop (0 = off)'),
 }
 """Declared parameters: name -> (default, description)."""
 
 _SEVERITY = {WARN: LoggingSeverity.WARN, ERROR: LoggingSeverity.ERROR}
+MODE_MESSAGES = {
+    'standby': 'standby: the policy is previewed on ~/policy_preview, the hold is sent '
+               '(~/activate_policy hands over)',
+    'hold': 'hold: frozen at the pose measured when hold began',
+}
 
 
 class InferenceNode(LifecycleNode):
@@ -93,7 +114,13 @@ class InferenceNode(LifecycleNode):
             self.declare_parameter(name, default, descriptor)
         self._params = {name: self.get_parameter(name).value for name in PARAMETERS}
         self._lock = threading.Lock()  # one control step at a time; model swaps in between
-        self._server = PolicyServer()  # the model, goal, limits and hold (ROS-free)
+        self._server = PolicyServer()  # the model, goal, limits, modes and hold (ROS-free)
+        limits = self._safety_limits(self._params)
+        try:
+            self._server.modes = SafetyModes(str(self._params['start_mode']), limits)
+        except ValueError as exc:
+            raise ParameterError(f'parameter start_mode: {exc}') from None
+        self._mode_io = ModeInterface(self, self.guard, self.log, self._lock, self._server)
         self._server.accept_tighter_limits = bool(self._params['accept_tighter_limits'])
         self._model_error = 'not configured'
         self._io: list[Any] = []
@@ -196,6 +223,7 @@ class InferenceNode(LifecycleNode):
         self._command_msg = None
         self._state_used = True
         self._server.activate()  # fail closed again until a complete JointState
+        self._server.period = 1.0 / (model.policy.control_rate_hz if on_state else rate)
         self._pub = self.create_publisher(Float64MultiArray, topic, qos)
         self._io = [
             self._pub,
@@ -220,6 +248,7 @@ class InferenceNode(LifecycleNode):
         with self._lock:
             io, self._io, self._pub = self._io, [], None
             self._state_msg = None
+            self._server.modes.restart()  # the next activation starts in start_mode
         for entity in io:
             if hasattr(entity, 'cancel'):
                 entity.cancel()
@@ -301,6 +330,8 @@ class InferenceNode(LifecycleNode):
         self._fault = step.fault
         if step.command is not None:
             self._publish_locked(step.command, received)
+        self._mode_io.publish_preview(step.preview, self._server.model.policy.joint_names)
+        self._mode_io.publish_mode()
 
     def _publish_locked(self, out: np.ndarray, received: float | None) -> None:
         if self._command_msg is None:
@@ -327,6 +358,16 @@ class InferenceNode(LifecycleNode):
             elif name in ('obs_timeout', 'max_delta') and (
                     not isinstance(value, (int, float)) or not value >= 0):
                 return SetParametersResult(successful=False, reason=f'{name} must be >= 0')
+            elif name == 'start_mode':
+                return SetParametersResult(successful=False, reason='start_mode is read at '
+                                           'start; use the mode services to switch')
+            elif name.startswith(('handover_', 'estop_')):
+                try:
+                    limits = self._safety_limits({**self._params, name: value})
+                except ParameterError as exc:
+                    return SetParametersResult(successful=False, reason=str(exc))
+                with self._lock:
+                    self._server.modes.limits = limits
             elif name == 'model_path' and self._model is not None:
                 reason = self._reload(str(value))
                 if reason:
@@ -342,6 +383,20 @@ class InferenceNode(LifecycleNode):
                 self._server.accept_tighter_limits = bool(updates['accept_tighter_limits'])
                 self._refuse_if(self._server.check_limits())
         return SetParametersResult(successful=True)
+
+    @staticmethod
+    def _safety_limits(params: dict[str, Any]) -> SafetyLimits:
+        """SafetyLimits from the parameters (ParameterError when invalid)."""
+        try:
+            limits = SafetyLimits(float(params['handover_rate']),
+                                  int(params['estop_after_faults']),
+                                  float(params['estop_limit_margin']),
+                                  float(params['estop_command_step']))
+        except (TypeError, ValueError) as exc:
+            raise ParameterError(f'safety parameters: {exc}') from None
+        if limits.check():
+            raise ParameterError(limits.check())
+        return limits
 
     def _reload(self, path: str) -> str:
         """Load `path` and swap it in; returns '' on success or why it was rejected."""
@@ -367,7 +422,7 @@ class InferenceNode(LifecycleNode):
         elapsed = max(now - self._window_start, 1e-9)
         rate = self._window_commands / elapsed
         self._window_start, self._window_commands = now, 0
-        model, state_label = self._model, self._state_machine_label()
+        model, state_label, modes = self._model, self._state_machine_label(), self._server.modes
         faults, self._window_faults = self._window_faults, {}
         contained = self.guard.take_recent()
         p50, p99 = self._latency.percentiles_ms()
@@ -379,6 +434,7 @@ class InferenceNode(LifecycleNode):
             'latency_p99_ms': p99,
             **self._counts,
             'callback_errors': self.guard.errors,
+            **self._mode_io.diagnostics(),
         }
         if model is not None:
             values['control_mode'] = model.policy.control_mode
@@ -389,12 +445,16 @@ class InferenceNode(LifecycleNode):
             level, message = ERROR, f'no model: {self._model_error}'
         elif state_label != 'active':
             level, message = WARN, f'{state_label}: not commanding'
+        elif modes.mode == 'estop':
+            level, message = ERROR, f'e-stop latched: {modes.estop_reason} (~/reset_estop)'
         elif faults:
             level, message = max(faults.values()), 'holding: ' + '; '.join(faults)
             if self._server.hold_positions is None:
                 message = 'no command sent yet (fail closed): ' + '; '.join(faults)
         elif self._state_msg is None:
             level, message = WARN, f'waiting for {self._params["state_topic"]}'
+        elif modes.mode != 'active':
+            level, message = (WARN if modes.mode == 'hold' else OK), MODE_MESSAGES[modes.mode]
         else:
             level, message = OK, f'serving at {rate:.1f} Hz'
         values['level'] = LEVEL_NAMES[level]

@@ -24,7 +24,7 @@ __all__ = ['ENV_IDS', 'ReachEnv', 'SimConfigError', 'find_sim_file', 'load_robot
 
 ENV_IDS = {'trpo_ros/KukaReach-v0': 'kuka_reach.yaml',
            'trpo_ros/PandaReach-v0': 'panda_reach.yaml'}
-_DEFAULT_EPISODE_STEPS = 50
+_DEFAULT_EPISODE_STEPS = 250
 
 
 def _episode_steps(robot_yaml: str | os.PathLike | Mapping[str, Any]) -> int:

@@ -16,7 +16,7 @@ A robot/task YAML (see `sim/kuka_reach.yaml`) has two sections::
       max_delta: 0.05            # rad (or m) per control step, position_delta only
       control_rate_hz: 50
       physics_rate_hz: 240
-      episode_steps: 50
+      episode_steps: 250         # 5 s
       success_threshold: 0.05
       goal_low: [x, y, z]        # goal region box, world frame (m)
       goal_high: [x, y, z]
