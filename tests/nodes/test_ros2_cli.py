@@ -263,7 +263,7 @@ def test_deploy_launch_closed_loop_param_lifecycle(ros2: Ros2Cli, trained_run: P
 
 
 def test_modes_and_goals_from_ros2_cli_in_closed_loop(ros2: Ros2Cli, trained_run: Path,
-                                                     probe: Any) -> None:
+                                                      probe: Any) -> None:
     """Standby, active, hold, e-stop, reset with goals from `ros2 topic pub`, against the sim."""
     from visualization_msgs.msg import MarkerArray
 

@@ -386,7 +386,7 @@ class InferenceNode(LifecycleNode):
 
     @staticmethod
     def _safety_limits(params: dict[str, Any]) -> SafetyLimits:
-        """SafetyLimits from the parameters (ParameterError when invalid)."""
+        """Build the safety limits from the parameters (ParameterError when invalid)."""
         try:
             limits = SafetyLimits(float(params['handover_rate']),
                                   int(params['estop_after_faults']),

@@ -67,7 +67,7 @@ class ModeInterface:
                               throttle_sec=1.0, key='mode_request')
 
     def request(self, name: str) -> tuple[bool, str]:
-        """Apply one mode request (it takes effect at the next control step)."""
+        """Apply one mode request; it takes effect at the next control step."""
         with self._lock:
             ok, message = self._server.request_mode(name)
             self.requests += 1
