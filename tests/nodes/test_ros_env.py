@@ -50,8 +50,8 @@ def test_lazy_spec_info_without_ros():
         assert info == sim_info
         assert env.action_space == sim.action_space
         assert env.observation_space == sim.observation_space
-        assert env.spec.max_episode_steps == 50  # the YAML's episode_steps
-        assert env.unwrapped.episode_steps == 50
+        assert env.spec.max_episode_steps == 250  # the YAML's episode_steps
+        assert env.unwrapped.episode_steps == 250
         with pytest.raises(RosEnvError, match='before reset'):
             env.unwrapped.step(np.zeros(7))
     finally:
@@ -92,8 +92,10 @@ def test_train_over_ros_lockstep(node_process, tmp_path):
     from trpo_ros.core.trainer import Trainer
 
     start_sim(node_process, seed=5)
+    # 50-step episodes: several episode ends and resets over ROS in each batch.
     config = TRPOConfig(env_id='trpo_ros/RosReach-v0', n_steps=256, total_steps=512,
-                        eval_every=0, checkpoint_every=1000, seed=0)
+                        env_kwargs={'max_episode_steps': 50}, eval_every=0,
+                        checkpoint_every=1000, seed=0)
     started = time.monotonic()
     trainer = Trainer(config, tmp_path / 'run', tensorboard=False)
     try:

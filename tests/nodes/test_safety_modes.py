@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+import shutil
+import tempfile
+from typing import Any
 
 from hypothesis import given, HealthCheck, settings
 from hypothesis import strategies as st
-from nodes_helpers import JOINTS, write_linear_policy
+from hypothesis.stateful import invariant, rule, RuleBasedStateMachine
+from nodes_helpers import JOINTS, run_stateful, write_linear_policy
 import numpy as np
 import pytest
 from trpo_ros.safety_modes import MODES, REQUESTS, SafetyLimits, SafetyModes
@@ -198,3 +202,105 @@ def test_handover_ramps_and_converges(tmp_path: Path, start: list[float], seed: 
     assert np.allclose(previous, target) and not server.modes.handing_over
     after = server.step(JOINTS, measured, ZEROS, 0.0).command
     assert np.allclose(after, target)  # then it follows the policy
+
+
+# ------------------------------------------------------------- random sequences of everything
+FAULTS_TO_ESTOP = 3
+RAMP = 0.5 * 0.02  # handover_rate × period
+STEPS_RUN = [0]
+
+
+class ModesMachine(RuleBasedStateMachine):
+    """Requests, good and bad states, goal loss, reloads and re-activations in any order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dir = Path(tempfile.mkdtemp(prefix='trpo_modes_'))
+        self.model_path = str(write_linear_policy(self.dir / 'p.onnx'))
+        self.server = PolicyServer()
+        self.server.configure(ServedModel(self.model_path))
+        self.server.modes = SafetyModes('standby', SafetyLimits(
+            handover_rate=0.5, estop_after_faults=FAULTS_TO_ESTOP, estop_command_step=0.0))
+        self.server.period = 0.02
+        self.server.set_goal(lambda: GOAL)
+        self.mode, self.faults = 'standby', 0
+        self.measured: np.ndarray | None = None
+        self.frozen: np.ndarray | None = None
+        self.previous: np.ndarray | None = None
+
+    def teardown(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def enter(self, mode: str) -> None:
+        self.mode, self.faults = mode, 0
+        self.frozen = None if self.measured is None else self.measured.copy()
+
+    @rule(asked=st.sampled_from(REQUESTS))
+    def request(self, asked: str) -> None:
+        accepted, after = TRANSITIONS[self.mode, asked]
+        ok, message = self.server.request_mode(asked)
+        assert ok == accepted, message
+        if ok and (after != self.mode or asked == 'reset_estop'):
+            self.enter(after)
+        assert self.server.modes.mode == self.mode
+
+    @rule(pose=st.lists(st.floats(-1.5, 1.5), min_size=3, max_size=3),
+          goal=st.booleans())
+    def state(self, pose: list[float], goal: bool) -> None:
+        if goal:
+            self.server.set_goal(lambda: GOAL)
+        else:
+            self.server.goal = None  # waiting for a goal: a hold that is not a fault
+        handing_over = self.server.modes.handing_over
+        step = self.server.step(JOINTS, pose, ZEROS, 0.0)
+        self.measured = np.array(pose)
+        if self.mode == 'active' and goal:
+            self.faults = 0
+            if handing_over and self.previous is not None:
+                assert np.max(np.abs(step.command - self.previous)) <= RAMP + 1e-9
+        self.check(step, policy_ran=goal)
+
+    @rule()
+    def nan_state(self) -> None:
+        step = self.server.step(JOINTS, [float('nan')] * 3, ZEROS, 0.0)
+        if self.measured is None:
+            assert step.command is None  # fail closed before the first complete state
+            return
+        if self.mode == 'active':
+            self.faults += 1
+            if self.faults >= FAULTS_TO_ESTOP:
+                self.enter('estop')
+        self.check(step, policy_ran=False)
+
+    @rule()
+    def reload(self) -> None:
+        self.server.swap(ServedModel(self.model_path))
+
+    @rule()
+    def reactivate(self) -> None:  # lifecycle deactivate + activate
+        self.server.modes.restart()
+        self.server.activate()
+        if self.mode != 'estop':
+            self.enter('standby')
+        self.measured = None
+
+    def check(self, step: Any, policy_ran: bool) -> None:
+        assert self.server.modes.mode == self.mode, (self.server.modes.mode, self.mode)
+        if self.mode == 'standby' and self.measured is not None:
+            assert np.allclose(step.command, self.measured)
+        if self.mode in ('hold', 'estop'):
+            if self.frozen is None:
+                self.frozen = self.measured.copy()
+            assert np.allclose(step.command, self.frozen)
+        if self.mode != 'active' and policy_ran:
+            assert step.preview is not None
+        self.previous = step.command
+
+    @invariant()
+    def estop_is_latched(self) -> None:
+        STEPS_RUN[0] += 1
+        assert (self.server.modes.mode == 'estop') == (self.mode == 'estop')
+
+
+def test_random_sequences_of_requests_and_faults() -> None:
+    run_stateful(ModesMachine, examples=40, steps=60, steps_run=STEPS_RUN, minimum=1000)

@@ -285,3 +285,15 @@ def _quaternion_to_rpy(quaternion: Sequence[float]) -> tuple[float, float, float
     pitch = math.asin(max(-1.0, min(1.0, 2 * (qw * qy - qz * qx))))
     yaw = math.atan2(2 * (qw * qz + qx * qy), 1 - 2 * (qy * qy + qz * qz))
     return roll, pitch, yaw
+
+
+def destroy_entities(node: Any, entities: Sequence[Any]) -> None:
+    """Destroy a node's timers, publishers and subscriptions (a timer is cancelled first)."""
+    for entity in entities:
+        if hasattr(entity, 'cancel'):
+            entity.cancel()
+            node.destroy_timer(entity)
+        elif hasattr(entity, 'publish'):
+            node.destroy_publisher(entity)
+        else:
+            node.destroy_subscription(entity)

@@ -1,18 +1,13 @@
 """
 Lifecycle node serving an exported ONNX policy: /joint_states + goal -> joint commands.
 
-A thin adapter over :class:`trpo_ros.serving.PolicyServer`, which decides every command.
-Configure loads the model (:class:`trpo_ros.serving.ServedModel`), activate starts the I/O, and
-`autostart` (default true) does both at start-up. Setting `model_path` at run time hot-swaps
-the model between two control steps; a bad file is rejected and the old model keeps serving.
-Fail closed: until a JointState names every model joint no command is sent at all; after that,
-stale, NaN, incomplete states and bad goals make it publish the hold command and report ERROR
-on /diagnostics. A /robot_description whose joint limits are tighter than the model's stops
-the commands (ERROR) unless `accept_tighter_limits` is set (then commands are clipped to them).
-Safety modes (standby by default, active, hold, e-stop; :mod:`trpo_ros.safety_modes`) decide
-whether the policy's command reaches the robot; :mod:`trpo_ros.nodes.mode_interface` maps their
-services and topics. No exception in a callback ends the node (:mod:`trpo_ros.nodes.guard`).
-Never imports torch.
+A thin adapter: :class:`trpo_ros.serving.PolicyServer` decides every command (fail closed,
+hold on a bad input, URDF limits, the safety modes of :mod:`trpo_ros.safety_modes`);
+:mod:`trpo_ros.nodes.mode_interface` maps the modes' services and topics and
+:mod:`trpo_ros.nodes.inference_support` holds the parameters. Configure loads the model,
+activate starts the I/O, `autostart` does both; setting `model_path` hot-swaps the model
+between two control steps (a bad file is rejected, the old model keeps serving). No exception
+in a callback ends the node (:mod:`trpo_ros.nodes.guard`). Never imports torch.
 """
 
 from __future__ import annotations
@@ -32,9 +27,10 @@ from rclpy.logging import LoggingSeverity
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, String
-from trpo_ros.errors import ParameterError
+from trpo_ros.nodes import inference_support as support
 from trpo_ros.nodes.conversions import (
     command_qos,
+    destroy_entities,
     diagnostic_array,
     diagnostic_status,
     ERROR,
@@ -43,63 +39,21 @@ from trpo_ros.nodes.conversions import (
     latched_qos,
     LatencyWindow,
     LEVEL_NAMES,
-    OK,
-    reliability_policy,
     state_qos,
     subscribe_any_durability,
     WARN,
 )
 from trpo_ros.nodes.guard import Guard, SafeLog
+from trpo_ros.nodes.inference_support import PARAMETERS
 from trpo_ros.nodes.mode_interface import ModeInterface
 from trpo_ros.nodes.runner import run_nodes
 from trpo_ros.robot.observation import validate_goal
 from trpo_ros.runtime import PolicyError
-from trpo_ros.safety_modes import SafetyLimits, SafetyModes
 from trpo_ros.serving import PolicyServer, ServedModel, Step
 
 NODE_NAME = 'inference_node'
-DEFAULT_COMMAND_TOPIC = '/forward_position_controller/commands'
-
-PARAMETERS: dict[str, tuple[Any, str]] = {
-    'model_path': ('', 'exported policy (.onnx); set at run time to hot-swap the model'),
-    'autostart': (True, 'configure and activate at start-up'),
-    'command_topic': (DEFAULT_COMMAND_TOPIC, 'Float64MultiArray command topic'),
-    'command_reliability': ('reliable', "command QoS: 'reliable' or 'best_effort'"),
-    'state_topic': ('/joint_states', 'sensor_msgs/JointState input'),
-    'goal_topic': ('/trpo/goal', 'geometry_msgs/PointStamped reach goal (volatile or '
-                                 'transient-local publishers; /clicked_point for rviz2)'),
-    'goal': ([], 'reach goal [x, y, z] in base_frame (overrides until the next goal msg)'),
-    'base_frame': ('world', 'frame of the goal; a goal in another frame is rejected '
-                            '(an empty frame_id counts as this one)'),
-    'robot_description_topic': ('/robot_description', 'URDF (std_msgs/String, transient '
-                                'local) checked against the limits of the model; empty = no '
-                                'check'),
-    'accept_tighter_limits': (False, 'serve although /robot_description has tighter joint '
-                                     'limits than the model (commands are clipped to them)'),
-    'publish_on_state': (False, 'publish one command per JointState instead of on a timer'),
-    'control_rate_hz': (0.0, 'command rate; 0 = the rate the model was trained at'),
-    'obs_timeout': (0.5, 'seconds without a JointState before holding and reporting ERROR'),
-    'max_delta': (0.0, 'largest change of a command per step (0 = off)'),
-    'diagnostics_period': (1.0, 'seconds between /diagnostics messages'),
-    'start_mode': ('standby', "mode at start and after a lifecycle re-activation: 'standby' "
-                              "(no policy command until ~/activate_policy), 'active' or 'hold'"),
-    'handover_rate': (0.5, 'largest command change per second while handing over to the '
-                           'policy (rad/s)'),
-    'estop_after_faults': (50, 'consecutive fault holds in active that latch the e-stop (0 = '
-                               'off)'),
-    'estop_limit_margin': (0.05, 'a measured joint this far outside the model limits latches '
-                                 'the e-stop (rad; < 0 = off)'),
-    'estop_command_step': (0.5, 'a policy command changing more than this in one step latches '
-                                'the e-stop (0 = off)'),
-}
-"""Declared parameters: name -> (default, description)."""
 
 _SEVERITY = {WARN: LoggingSeverity.WARN, ERROR: LoggingSeverity.ERROR}
-MODE_MESSAGES = {
-    'standby': 'standby: the policy is previewed on ~/policy_preview, the hold is sent '
-               '(~/activate_policy hands over)',
-    'hold': 'hold: frozen at the pose measured when hold began',
-}
 
 
 class InferenceNode(LifecycleNode):
@@ -115,11 +69,7 @@ class InferenceNode(LifecycleNode):
         self._params = {name: self.get_parameter(name).value for name in PARAMETERS}
         self._lock = threading.Lock()  # one control step at a time; model swaps in between
         self._server = PolicyServer()  # the model, goal, limits, modes and hold (ROS-free)
-        limits = self._safety_limits(self._params)
-        try:
-            self._server.modes = SafetyModes(str(self._params['start_mode']), limits)
-        except ValueError as exc:
-            raise ParameterError(f'parameter start_mode: {exc}') from None
+        self._server.modes = support.safety_modes(self._params)
         self._mode_io = ModeInterface(self, self.guard, self.log, self._lock, self._server)
         self._server.accept_tighter_limits = bool(self._params['accept_tighter_limits'])
         self._model_error = 'not configured'
@@ -249,14 +199,7 @@ class InferenceNode(LifecycleNode):
             io, self._io, self._pub = self._io, [], None
             self._state_msg = None
             self._server.modes.restart()  # the next activation starts in start_mode
-        for entity in io:
-            if hasattr(entity, 'cancel'):
-                entity.cancel()
-                self.destroy_timer(entity)
-            elif hasattr(entity, 'publish'):
-                self.destroy_publisher(entity)
-            else:
-                self.destroy_subscription(entity)
+        destroy_entities(self, io)
 
     # ------------------------------------------------------------------------- callbacks
     def _on_goal(self, msg: PointStamped) -> None:
@@ -350,29 +293,15 @@ class InferenceNode(LifecycleNode):
         updates: dict[str, Any] = {}
         for param in params:
             name, value = param.name, param.value
-            if name == 'command_reliability':
-                try:
-                    reliability_policy(str(value))
-                except ValueError as exc:
-                    return SetParametersResult(successful=False, reason=str(exc))
-            elif name in ('obs_timeout', 'max_delta') and (
-                    not isinstance(value, (int, float)) or not value >= 0):
-                return SetParametersResult(successful=False, reason=f'{name} must be >= 0')
-            elif name == 'start_mode':
-                return SetParametersResult(successful=False, reason='start_mode is read at '
-                                           'start; use the mode services to switch')
-            elif name.startswith(('handover_', 'estop_')):
-                try:
-                    limits = self._safety_limits({**self._params, name: value})
-                except ParameterError as exc:
-                    return SetParametersResult(successful=False, reason=str(exc))
-                with self._lock:
-                    self._server.modes.limits = limits
-            elif name == 'model_path' and self._model is not None:
+            reason = support.check_change(name, value, {**self._params, **updates})
+            if not reason and name == 'model_path' and self._model is not None:
                 reason = self._reload(str(value))
-                if reason:
-                    return SetParametersResult(successful=False, reason=reason)
+            if reason:
+                return SetParametersResult(successful=False, reason=reason)
             updates[name] = value
+        if any(name.startswith(('handover_', 'estop_')) for name in updates):
+            with self._lock:
+                self._server.modes.limits = support.safety_limits({**self._params, **updates})
         for name, value in updates.items():
             if name == 'goal':
                 self._apply_goal_parameter(value)
@@ -383,20 +312,6 @@ class InferenceNode(LifecycleNode):
                 self._server.accept_tighter_limits = bool(updates['accept_tighter_limits'])
                 self._refuse_if(self._server.check_limits())
         return SetParametersResult(successful=True)
-
-    @staticmethod
-    def _safety_limits(params: dict[str, Any]) -> SafetyLimits:
-        """Build the safety limits from the parameters (ParameterError when invalid)."""
-        try:
-            limits = SafetyLimits(float(params['handover_rate']),
-                                  int(params['estop_after_faults']),
-                                  float(params['estop_limit_margin']),
-                                  float(params['estop_command_step']))
-        except (TypeError, ValueError) as exc:
-            raise ParameterError(f'safety parameters: {exc}') from None
-        if limits.check():
-            raise ParameterError(limits.check())
-        return limits
 
     def _reload(self, path: str) -> str:
         """Load `path` and swap it in; returns '' on success or why it was rejected."""
@@ -422,41 +337,24 @@ class InferenceNode(LifecycleNode):
         elapsed = max(now - self._window_start, 1e-9)
         rate = self._window_commands / elapsed
         self._window_start, self._window_commands = now, 0
-        model, state_label, modes = self._model, self._state_machine_label(), self._server.modes
+        model, state_label = self._model, self._state_machine_label()
         faults, self._window_faults = self._window_faults, {}
         contained = self.guard.take_recent()
         p50, p99 = self._latency.percentiles_ms()
         values: dict[str, Any] = {
             'lifecycle_state': state_label,
             'model': model.path if model else str(self.get_parameter('model_path').value),
-            'rate_hz': rate,
-            'latency_p50_ms': p50,
-            'latency_p99_ms': p99,
-            **self._counts,
-            'callback_errors': self.guard.errors,
-            **self._mode_io.diagnostics(),
-        }
+            'rate_hz': rate, 'latency_p50_ms': p50, 'latency_p99_ms': p99, **self._counts,
+            'callback_errors': self.guard.errors, **self._mode_io.diagnostics()}
         if model is not None:
             values['control_mode'] = model.policy.control_mode
             values['model_rate_hz'] = model.policy.control_rate_hz
-        if contained:
-            level, message = ERROR, 'contained ' + '; '.join(contained.values())
-        elif model is None:
-            level, message = ERROR, f'no model: {self._model_error}'
-        elif state_label != 'active':
-            level, message = WARN, f'{state_label}: not commanding'
-        elif modes.mode == 'estop':
-            level, message = ERROR, f'e-stop latched: {modes.estop_reason} (~/reset_estop)'
-        elif faults:
-            level, message = max(faults.values()), 'holding: ' + '; '.join(faults)
-            if self._server.hold_positions is None:
-                message = 'no command sent yet (fail closed): ' + '; '.join(faults)
-        elif self._state_msg is None:
-            level, message = WARN, f'waiting for {self._params["state_topic"]}'
-        elif modes.mode != 'active':
-            level, message = (WARN if modes.mode == 'hold' else OK), MODE_MESSAGES[modes.mode]
-        else:
-            level, message = OK, f'serving at {rate:.1f} Hz'
+        level, message = support.status_of(
+            contained=contained, model_error=self._model_error if model is None else '',
+            lifecycle=state_label, modes=self._server.modes, faults=faults,
+            fail_closed=self._server.hold_positions is None,
+            waiting_for='' if self._state_msg is not None else self._params['state_topic'],
+            rate=rate)
         values['level'] = LEVEL_NAMES[level]
         status = diagnostic_status(f'{self.get_name()}: policy', self.get_fully_qualified_name(),
                                    level, message[:2000], values)
