@@ -16,6 +16,7 @@ from trpo_ros import export
 from trpo_ros.core.checkpoint import build_modules, PolicyBundle, save_checkpoint
 from trpo_ros.core.config import TRPOConfig
 from trpo_ros.export import export_onnx, ExportError, reference_action
+from trpo_ros.robot import kinematics
 from trpo_ros.runtime import Policy
 
 pytestmark = pytest.mark.unit
@@ -138,7 +139,7 @@ def test_kuka_actions_are_absolute_targets_within_limits(kuka, kuka_env):
 
 
 def test_graph_fk_matches_pybullet_and_numpy(kuka, kuka_env):
-    from trpo_ros.sim.kinematics import forward_kinematics
+    from trpo_ros.robot.kinematics import forward_kinematics
 
     bundle, path = kuka
     info = kuka_env.spec_info()
@@ -166,7 +167,7 @@ def test_graph_fk_matches_pybullet_and_numpy(kuka, kuka_env):
 
 
 def test_fk_handles_fixed_prismatic_and_unlisted_joints():
-    from trpo_ros.sim.kinematics import forward_kinematics
+    from trpo_ros.robot.kinematics import forward_kinematics, KinematicChain
 
     chain = [
         {'joint_name': 'a', 'type': 'revolute', 'xyz': [0.1, 0.0, 0.3], 'rpy': [0.2, 0.0, 0.1],
@@ -183,14 +184,29 @@ def test_fk_handles_fixed_prismatic_and_unlisted_joints():
          'axis': [1.0, 0.0, 0.0]},
     ]
     base = ([0.5, -0.2, 0.1], [0.0, 0.0, 0.38268343, 0.92387953])
-    fk = export.ForwardKinematics(chain, {'a': 2, 'p': 0, 'c': 1}, *base)
+    # The graph takes (p, c, a) from input columns (0, 1, 2); 'held' is not an input: held at 0.
+    fk = export.ForwardKinematics(KinematicChain(chain, ['p', 'c', 'a'], *base), [0, 1, 2])
     q = np.random.default_rng(1).uniform(-3, 3, (10, 3)).astype(np.float32)
     with torch.no_grad():
         got = fk(torch.from_numpy(q)).numpy()
     for row in range(10):
-        want = forward_kinematics(chain, {'a': q[row, 2], 'p': q[row, 0], 'c': q[row, 1]},
-                                  *base)
+        values = {'a': q[row, 2], 'p': q[row, 0], 'c': q[row, 1]}
+        want = forward_kinematics(chain, values, *base)
         np.testing.assert_allclose(got[row], want, atol=1e-12)
+        np.testing.assert_allclose(want, plain_product_fk(chain, values, *base), atol=1e-12)
+
+
+def plain_product_fk(chain, q_by_name, base_position, base_orientation):
+    """T_base @ T_origin_1 @ T_motion_1(q_1) @ ..., written as plainly as the URDF spec."""
+    t = kinematics.homogeneous(kinematics.quaternion_to_matrix(base_orientation), base_position)
+    for joint in chain:
+        t = t @ kinematics.homogeneous(kinematics.rpy_to_matrix(joint['rpy']), joint['xyz'])
+        value = float(q_by_name.get(joint['joint_name'], 0.0))
+        if joint['type'] in ('revolute', 'continuous'):
+            t = t @ kinematics.homogeneous(kinematics.axis_angle_to_matrix(joint['axis'], value))
+        elif joint['type'] == 'prismatic':
+            t = t @ kinematics.homogeneous(np.eye(3), value * np.asarray(joint['axis']))
+    return t[:3, 3]
 
 
 def test_failed_verification_leaves_existing_file(pendulum, tmp_path, monkeypatch):

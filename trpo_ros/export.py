@@ -11,7 +11,7 @@ The graph, input ``obs`` float32 [batch, len(input_names)] -> output ``action`` 
 
 Arm envs (``env_info`` = the env's ``spec_info()``): the robot does not publish ``ee_pos/*``,
 so the input is the env observation without those entries and the graph computes them with
-forward kinematics (float64, mirroring :func:`trpo_ros.sim.kinematics.forward_kinematics`).
+forward kinematics (float64, built from :class:`trpo_ros.robot.kinematics.KinematicChain`).
 For ``position_delta`` envs the output is the absolute joint position target and the exported
 ``control_mode`` is ``'position'``.
 
@@ -29,7 +29,7 @@ few far outside it, in batches of 1 and 64. A failure leaves any existing file u
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 import contextlib
 import json
 import logging
@@ -50,13 +50,7 @@ from trpo_ros.core.checkpoint import (
     PolicyBundle,
 )
 from trpo_ros.errors import UserError
-from trpo_ros.sim.kinematics import (
-    forward_kinematics,
-    homogeneous,
-    quaternion_to_matrix,
-    rpy_to_matrix,
-    skew,
-)
+from trpo_ros.robot.kinematics import forward_kinematics, KinematicChain
 
 OPSET = 18
 """ONNX opset the graph is exported with (pinned so exports are reproducible)."""
@@ -183,63 +177,26 @@ def reference_action(bundle: PolicyBundle, env_obs: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- torch modules
 
 
-def _block(rot: np.ndarray) -> np.ndarray:
-    t = np.zeros((4, 4))
-    t[:3, :3] = rot
-    return t
-
-
 class ForwardKinematics(nn.Module):
     """
     World position of the end-effector frame from joint positions, in float64.
 
-    Same transform chain as `trpo_ros.sim.kinematics.forward_kinematics`
-    (``T_base @ T_origin_1 @ T_motion_1(q_1) @ ...``), laid out for a small ONNX graph (each
-    ONNX node costs onnxruntime ~0.5 us, more than its arithmetic):
-
-    - every joint transform is affine in (cos q, sin q, q): by Rodrigues
-      ``R(q) = (I + K^2) + K sin q - K^2 cos q`` (K = skew(axis)), and a prismatic joint
-      translates by ``q * axis``; constant transforms (base pose, fixed joints, chain joints
-      the input lacks, held at 0 like the numpy version) are folded into a neighbour;
-    - so all joint matrices come from ONE Gemm ``[cos q, sin q, q] @ W + b``;
-    - their ordered product is a log2-depth tree of batched matmuls.
+    The matrices of :class:`trpo_ros.robot.kinematics.KinematicChain` (the one forward
+    kinematics), laid out for a small ONNX graph (each ONNX node costs onnxruntime ~0.5 us,
+    more than its arithmetic): all joint matrices come from ONE Gemm
+    ``[cos q, sin q, q] @ W + b``, and their ordered product is a log2-depth tree of batched
+    matmuls.
     """
 
-    def __init__(self, chain: Sequence[Mapping[str, Any]], q_columns: Mapping[str, int],
-                 base_position: Sequence[float] = (0.0, 0.0, 0.0),
-                 base_orientation: Sequence[float] = (0.0, 0.0, 0.0, 1.0)) -> None:
+    def __init__(self, chain: KinematicChain, obs_columns: Sequence[int]) -> None:
+        """Lay out `chain`; `obs_columns[i]` is the input column of `chain.joint_names[i]`."""
         super().__init__()
-        # Each element: (matrix for cos q, for sin q, for q, constant); `prefix` collects the
-        # constant transforms seen since the last movable joint.
-        elements: list[list[np.ndarray]] = []
-        columns: list[int] = []
-        prefix = homogeneous(quaternion_to_matrix(base_orientation), base_position)
-        for joint in chain:
-            origin = prefix @ homogeneous(rpy_to_matrix(joint['rpy']), joint['xyz'])
-            name, jtype = joint['joint_name'], joint['type']
-            axis = np.asarray(joint['axis'], np.float64)
-            if name in q_columns and jtype in ('revolute', 'continuous'):
-                k = skew(axis)
-                elements.append([origin @ _block(-k @ k), origin @ _block(k), np.zeros((4, 4)),
-                                 origin @ homogeneous(np.eye(3) + k @ k)])
-            elif name in q_columns and jtype == 'prismatic':
-                shift = np.zeros((4, 4))
-                shift[:3, 3] = axis
-                elements.append([np.zeros((4, 4)), np.zeros((4, 4)), origin @ shift, origin])
-            else:  # fixed, or held at 0: a constant, folded into what follows
-                prefix = origin
-                continue
-            columns.append(q_columns[name])
-            prefix = np.eye(4)
-        if not elements:  # no movable joint: a constant position
-            elements.append([np.zeros((4, 4))] * 3 + [np.eye(4)])
-            columns.append(0)
-        elements[-1] = [m @ prefix for m in elements[-1][:3]] + [elements[-1][3] @ prefix]
-        m = len(elements)
+        columns = [int(obs_columns[c]) if len(obs_columns) else 0 for c in chain.columns]
+        m = len(chain.factors)
         size = 1 << (m - 1).bit_length()  # pad to a power of 2 with identities
         weight = np.zeros((3 * m, 16 * size))
         bias = np.tile(np.eye(4).reshape(16), size)
-        for e, (cos_m, sin_m, q_m, const) in enumerate(elements):
+        for e, (cos_m, sin_m, q_m, const) in enumerate(chain.factors):
             out = slice(16 * e, 16 * e + 16)
             weight[e, out], weight[m + e, out] = cos_m.reshape(16), sin_m.reshape(16)
             weight[2 * m + e, out] = q_m.reshape(16)
@@ -282,9 +239,10 @@ class PolicyGraph(nn.Module):
                 raise ExportError('env_info has ee_pos observations but no fk_chain')
             q_columns = {n[len('joint_pos/'):]: i for i, n in enumerate(inputs)
                          if n.startswith('joint_pos/')}
-            self.fk = ForwardKinematics(info['fk_chain'], q_columns,
-                                        info.get('base_position', (0.0, 0.0, 0.0)),
-                                        info.get('base_orientation', (0.0, 0.0, 0.0, 1.0)))
+            chain = KinematicChain(info['fk_chain'], list(q_columns),
+                                   info.get('base_position', (0.0, 0.0, 0.0)),
+                                   info.get('base_orientation', (0.0, 0.0, 0.0, 1.0)))
+            self.fk = ForwardKinematics(chain, list(q_columns.values()))
             # env obs = [input, ee_pos] permuted into the env order
             extended = inputs + ee_names
             self.register_buffer('perm', torch.tensor([extended.index(n) for n in names]))

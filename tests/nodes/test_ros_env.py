@@ -63,7 +63,7 @@ def test_safety_limits_before_publishing():
     env = RosReachEnv(max_joint_velocity=1.0, control_rate_hz=50.0,
                       workspace=((0.3, -0.4, 0.2), (0.75, 0.4, 0.75)))
     try:
-        from trpo_ros.sim import kinematics
+        from trpo_ros.robot import kinematics
 
         rng = np.random.default_rng(0)
         for _ in range(20):  # the env's cached FK is the numpy reference FK

@@ -9,9 +9,9 @@ import numpy as np
 import pybullet as p
 import pybullet_data
 import pytest
+from trpo_ros.robot.kinematics import forward_kinematics, parse_joints
 import trpo_ros.sim
 from trpo_ros.sim import make_env_from_yaml, ReachEnv
-from trpo_ros.sim.kinematics import forward_kinematics, parse_joints
 
 pytestmark = pytest.mark.integration
 

@@ -35,8 +35,7 @@ from typing import Any
 import gymnasium as gym
 from gymnasium.wrappers import TimeLimit
 import numpy as np
-from trpo_ros.robot import CommandFilter
-from trpo_ros.sim import kinematics
+from trpo_ros.robot import CommandFilter, kinematics
 from trpo_ros.sim.reach_env import DEFAULT_ROBOT_YAML, ReachEnv
 
 ENV_ID = 'trpo_ros/RosReach-v0'
@@ -622,41 +621,12 @@ class RosReachEnv(gym.Env):
 
     # ------------------------------------------------------------------ helpers
     def _set_chain(self, chain: list[dict]) -> None:
-        """Precompute the constant parts of `kinematics.forward_kinematics` for this chain."""
         self._chain = chain
-        base = np.eye(4)
-        base[:3, :3] = kinematics.quaternion_to_matrix(self._base[1])
-        base[:3, 3] = self._base[0]
-        self._fk_base = base
-        index = {name: i for i, name in enumerate(self.joint_names)}
-        self._fk_joints = []
-        for joint in chain:
-            origin = np.eye(4)
-            origin[:3, :3] = kinematics.rpy_to_matrix(joint['rpy'])
-            origin[:3, 3] = joint['xyz']
-            self._fk_joints.append((origin, joint['type'], np.asarray(joint['axis'], np.float64),
-                                    index.get(joint['joint_name'])))
+        self._kinematics = kinematics.KinematicChain(chain, self.joint_names, *self._base)
 
     def _fk(self, q: np.ndarray) -> np.ndarray:
-        """
-        Return the end-effector position for positions `q` (joint_names order).
-
-        Same math as `kinematics.forward_kinematics` (joints off `joint_names` held at 0).
-        """
-        t = self._fk_base
-        motion = np.eye(4)
-        for origin, jtype, axis, i in self._fk_joints:
-            t = t @ origin
-            value = float(q[i]) if i is not None else 0.0
-            if jtype in ('revolute', 'continuous'):
-                motion[:3, :3] = kinematics.axis_angle_to_matrix(axis, value)
-                motion[:3, 3] = 0.0
-                t = t @ motion
-            elif jtype == 'prismatic':
-                motion[:3, :3] = np.eye(3)
-                motion[:3, 3] = value * axis
-                t = t @ motion
-        return t[:3, 3].copy()
+        """Return the end-effector position for positions `q` (joint_names order)."""
+        return self._kinematics.position(q)
 
     def _observe(self) -> np.ndarray:
         return np.concatenate([self._q, self._qd, self._ee, self._goal]).astype(np.float32)

@@ -220,7 +220,7 @@ class ReachEnv(gym.Env):
     @staticmethod
     def _robot_fields_for(urdf: str | os.PathLike, robot_cfg: dict) -> dict:
         """Keep the YAML's robot fields only if they fit the overriding URDF (same robot)."""
-        from trpo_ros.sim import kinematics
+        from trpo_ros.robot import kinematics
 
         source = str(urdf)
         text = source if is_urdf_text(source) else resolve_urdf_path(source).read_text()

@@ -24,7 +24,7 @@ import tempfile
 import numpy as np
 import pybullet as p
 import pybullet_data
-from trpo_ros.sim import kinematics
+from trpo_ros.robot import kinematics
 from trpo_ros.sim.config import CONTROL_MODES, LIMIT_KEYS, SimConfigError
 
 DEFAULT_VELOCITY_LIMIT = 2.0  # rad/s (m/s) when the URDF <limit velocity> is missing or 0

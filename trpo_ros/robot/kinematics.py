@@ -1,8 +1,9 @@
 """
-URDF kinematic chains and forward kinematics in pure numpy (no pybullet).
+URDF kinematic chains and THE forward kinematics, in numpy (no pybullet).
 
-This is the reference implementation the exported ONNX graph mirrors in torch, so the math
-is kept deliberately plain. For every joint on the chain from the base link to the
+:class:`KinematicChain` is the one forward kinematics of the package: the sim's checks, the
+ROS env's workspace box and the exported ONNX graph (whose torch module is built from a
+chain's matrices) all use it. For every joint on the chain from the base link to the
 end-effector link::
 
     T_joint = T_origin(xyz, rpy) @ T_motion(axis, q)
@@ -155,8 +156,7 @@ def parse_chain(urdf_text: str, base_link: str | None = None,
     """
     Return the joints from `base_link` (default: URDF root) to `ee_link`, base first.
 
-    Argument order follows CONTRACTS.md (``parse_chain(urdf_text, base_link, ee_link)``); pass
-    the links by keyword to be unambiguous. With only one link given
+    Pass the links by keyword to be unambiguous. With only one link given
     (``parse_chain(text, 'tool0')``) that link is taken as the end effector.
 
     Raises
@@ -235,6 +235,77 @@ def movable_joint_names(chain: Sequence[Mapping]) -> list[str]:
     return [j['joint_name'] for j in chain if j['type'] in MOVABLE_TYPES]
 
 
+class KinematicChain:
+    """
+    A chain with its constant transforms precomputed: joint positions -> end-effector position.
+
+    Every joint transform is affine in (cos q, sin q, q): by Rodrigues
+    ``R(q) = (I + K^2) + K sin q - K^2 cos q`` (K = skew(axis)), and a prismatic joint
+    translates by ``q * axis``. Constant transforms (base pose, fixed joints, chain joints
+    `joint_names` lacks, held at 0) are folded into a neighbour, so the chain is
+    ``T = prod_e (cos q_e C_e + sin q_e S_e + q_e P_e + B_e)`` over its movable joints `e`.
+
+    Attributes
+    ----------
+        joint_names: order of the positions :meth:`position` takes.
+        columns: for each factor, the index of its joint in `joint_names`.
+        factors: for each factor, the 4x4 matrices (C, S, P, B).
+
+    """
+
+    def __init__(self, chain: Sequence[Mapping], joint_names: Sequence[str] | None = None,
+                 base_position: Sequence[float] = (0.0, 0.0, 0.0),
+                 base_orientation: Sequence[float] = (0.0, 0.0, 0.0, 1.0)) -> None:
+        self.joint_names = list(joint_names) if joint_names is not None \
+            else movable_joint_names(chain)
+        index = {name: i for i, name in enumerate(self.joint_names)}
+        zero = np.zeros((4, 4))
+        factors: list[list[np.ndarray]] = []
+        columns: list[int] = []
+        prefix = homogeneous(quaternion_to_matrix(base_orientation), base_position)
+        for joint in chain:
+            origin = prefix @ homogeneous(rpy_to_matrix(joint['rpy']), joint['xyz'])
+            name, jtype = joint['joint_name'], joint['type']
+            axis = np.asarray(joint['axis'], np.float64)
+            if name in index and jtype in ('revolute', 'continuous'):
+                k = skew(axis)
+                factors.append([origin @ _block(-k @ k), origin @ _block(k), zero,
+                                origin @ homogeneous(np.eye(3) + k @ k)])
+            elif name in index and jtype == 'prismatic':
+                shift = np.zeros((4, 4))
+                shift[:3, 3] = axis
+                factors.append([zero, zero, origin @ shift, origin])
+            else:  # fixed, or held at 0: a constant, folded into what follows
+                prefix = origin
+                continue
+            columns.append(index[name])
+            prefix = np.eye(4)
+        if not factors:  # no movable joint: a constant position
+            factors.append([zero, zero, zero, np.eye(4)])
+            columns.append(0)
+        factors[-1] = [m @ prefix for m in factors[-1]]
+        self.factors = factors
+        self.columns = columns
+        self.prismatic = any(np.any(f[2]) for f in factors)
+
+    def position(self, q: Sequence[float] | np.ndarray) -> np.ndarray:
+        """Return the end-effector frame's world position in m; `q` in joint_names order."""
+        q = np.asarray(q, np.float64).reshape(-1)
+        if len(q) != len(self.joint_names):
+            raise ValueError(f'expected {len(self.joint_names)} joint positions, got {len(q)}')
+        t = np.eye(4)
+        for (cos_m, sin_m, q_m, const), column in zip(self.factors, self.columns, strict=True):
+            value = float(q[column]) if self.joint_names else 0.0
+            t = t @ (math.cos(value) * cos_m + math.sin(value) * sin_m + value * q_m + const)
+        return t[:3, 3].copy()
+
+
+def _block(rot: np.ndarray) -> np.ndarray:
+    t = np.zeros((4, 4))
+    t[:3, :3] = rot
+    return t
+
+
 def forward_kinematics(
     chain: Sequence[Mapping],
     joint_positions: Sequence[float] | Mapping[str, float] | np.ndarray,
@@ -243,7 +314,7 @@ def forward_kinematics(
     joint_names: Sequence[str] | None = None,
 ) -> np.ndarray:
     """
-    World position (m) of the last link frame of `chain`.
+    World position (m) of the last link frame of `chain` (a :class:`KinematicChain` at once).
 
     Parameters
     ----------
@@ -266,21 +337,9 @@ def forward_kinematics(
 
     """
     if isinstance(joint_positions, Mapping):
-        q_by_name = {k: float(v) for k, v in joint_positions.items()}
+        names = list(joint_positions)
+        q = [float(joint_positions[name]) for name in names]
     else:
         q = np.asarray(joint_positions, dtype=np.float64).reshape(-1)
         names = list(joint_names) if joint_names is not None else movable_joint_names(chain)
-        if len(q) != len(names):
-            raise ValueError(f'expected {len(names)} joint positions, got {len(q)}')
-        q_by_name = dict(zip(names, q.tolist(), strict=True))
-    t = homogeneous(quaternion_to_matrix(base_orientation), base_position)
-    for joint in chain:
-        t = t @ homogeneous(rpy_to_matrix(joint['rpy']), joint['xyz'])
-        jtype = joint['type']
-        if jtype in ('revolute', 'continuous'):
-            angle = q_by_name.get(joint['joint_name'], 0.0)
-            t = t @ homogeneous(axis_angle_to_matrix(joint['axis'], angle), (0.0, 0.0, 0.0))
-        elif jtype == 'prismatic':
-            shift = q_by_name.get(joint['joint_name'], 0.0) * np.asarray(joint['axis'])
-            t = t @ homogeneous(np.eye(3), shift)
-    return t[:3, 3].copy()
+    return KinematicChain(chain, names, base_position, base_orientation).position(q)

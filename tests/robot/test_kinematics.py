@@ -7,8 +7,8 @@ import numpy as np
 import pybullet as p
 import pybullet_data
 import pytest
-from trpo_ros.sim import kinematics
-from trpo_ros.sim.kinematics import forward_kinematics, parse_chain, parse_joints, UrdfError
+from trpo_ros.robot import kinematics
+from trpo_ros.robot.kinematics import forward_kinematics, parse_chain, parse_joints, UrdfError
 
 pytestmark = pytest.mark.unit
 
