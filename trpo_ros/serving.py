@@ -217,7 +217,7 @@ class PolicyServer:
         ramp = self.modes.handover_step(self.period)
         limit = min(ramp, max_delta) if ramp and max_delta else ramp or max_delta
         out = self._filtered(target, limit)
-        self.modes.after_step('', '', handed_over=bool(np.allclose(out, target, atol=1e-9)))
+        self.modes.after_step('', '', handed_over=bool(np.array_equal(out, target)))
         return Step(out)
 
     def _mode_hold(self, max_delta: float, fault: str = '', severity: str = '',
