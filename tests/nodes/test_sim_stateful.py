@@ -46,6 +46,11 @@ def kuka_limits() -> tuple[np.ndarray, np.ndarray]:
 LOWER, UPPER = kuka_limits()
 
 
+def float_list(text: str) -> list[float]:
+    """Return the numbers inside the [...] of a reply such as 'new episode, goal [1, 2, 3]'."""
+    return [float(v) for v in text[text.index('[') + 1:text.index(']')].split(',')]
+
+
 class SimMachine(RuleBasedStateMachine):
     """A client of one sim_node process that sends anything a robot stack might."""
 
@@ -60,6 +65,7 @@ class SimMachine(RuleBasedStateMachine):
         self.commands = self.probe.publisher(Float64MultiArray,
                                              '/forward_position_controller/commands',
                                              command_qos())
+        self.followed: tuple[np.ndarray | None, float] = (None, 0.0)  # newest valid goal
         self.goals = {True: self.probe.publisher(PointStamped, '/trpo/goal', latched_qos()),
                       False: self.probe.publisher(PointStamped, '/trpo/goal', 10)}
         self.probe.wait_for(lambda: self.states, timeout=20.0)
@@ -136,11 +142,17 @@ class SimMachine(RuleBasedStateMachine):
         self.goals[latched].publish(msg)
         if kind != 'valid':
             self.expect_rejected('rejected_goals', before)
+        else:
+            self.followed = (np.array(xyz), time.monotonic())
 
     @rule()
     def reset(self) -> None:
         response = self.probe.call(Trigger, '/sim_node/reset', Trigger.Request())
         assert response.success, response.message
+        goal, sent = self.followed
+        if goal is not None and time.monotonic() - sent > 0.5:  # delivered by now
+            # Following the goal topic, a new episode keeps the client's goal.
+            assert np.allclose(float_list(response.message), goal, atol=1e-3), response.message
 
     # ------------------------------------------------------------------------ invariants
     @invariant()

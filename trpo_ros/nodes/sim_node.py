@@ -111,6 +111,7 @@ class SimNode(Node):
         self.env = reach_from_yaml(robot_yaml, max_episode_steps=(steps or 2**62)
                                    if steps >= 0 else None, **kwargs_env)
         self._follow_goal = bool(param['follow_goal_topic'])
+        self._followed_goal: np.ndarray | None = None  # the newest goal from the topic
         self.info = self.env.unwrapped.spec_info()
         self.joint_names = list(self.info['joint_names'])
         self.control_mode = self.info['control_mode']
@@ -237,7 +238,9 @@ class SimNode(Node):
 
     def _reset(self) -> None:
         """Start the next episode (seed + episode index), forget the last command."""
-        self.env.reset(seed=self._seed + self._episode_index)
+        # Following the goal topic, a new episode keeps the client's goal.
+        options = None if self._followed_goal is None else {'goal': self._followed_goal}
+        self.env.reset(seed=self._seed + self._episode_index, options=options)
         self._episode_index += 1
         self._episode_steps = 0
         self._command = None
@@ -254,6 +257,7 @@ class SimNode(Node):
             self.log.error(f'ignored goal: {exc}', throttle_sec=1.0, key='goal')
             return
         with self._lock:
+            self._followed_goal = goal
             self.env.unwrapped.set_goal(goal)
 
     def _publish_goal(self) -> None:
