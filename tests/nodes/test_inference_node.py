@@ -153,6 +153,24 @@ def test_lifecycle_deactivate_activate(tmp_path, probe, node_process):
     probe.wait_for(lambda: len(probe.commands) > 3)
 
 
+def test_standby_by_default_sends_the_hold_and_shows_the_mode(tmp_path, probe, node_process):
+    from std_msgs.msg import Float64MultiArray, String
+    from trpo_ros.nodes.conversions import latched_qos
+
+    modes = probe.listen(String, '/inference_node/mode', latched_qos())
+    previews = probe.listen(Float64MultiArray, '/inference_node/policy_preview')
+    model = write_linear_policy(tmp_path / 'p.onnx')
+    node_process(MODULE, model_path=str(model), goal=GOAL, publish_on_state=True)
+    probe.wait_for(lambda: modes, timeout=15.0)  # before any JointState
+    assert modes[-1].data == 'standby'
+    probe.wait_subscribers(probe.state_pub)
+    pose = [0.3, -0.2, 0.1]
+    probe.publish_state(JOINTS, pose)
+    probe.wait_for(lambda: probe.commands and previews, timeout=10.0)
+    assert np.allclose(probe.commands[-1][1], pose)  # the measured pose, not the policy's
+    assert not np.allclose(previews[-1].data, pose)
+
+
 def test_bad_model_fails_configure_and_keeps_running(tmp_path, probe, node_process):
     proc = node_process(MODULE, model_path=str(tmp_path / 'nope.onnx'))
     probe.wait_for(error_diag(probe, 'policy file not found'), timeout=10.0)

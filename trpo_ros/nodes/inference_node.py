@@ -71,6 +71,7 @@ class InferenceNode(LifecycleNode):
         self._server = PolicyServer()  # the model, goal, limits, modes and hold (ROS-free)
         self._server.modes = support.safety_modes(self._params)
         self._mode_io = ModeInterface(self, self.guard, self.log, self._lock, self._server)
+        self._mode_io.publish_mode()  # shown before the robot's first state
         self._server.accept_tighter_limits = bool(self._params['accept_tighter_limits'])
         self._model_error = 'not configured'
         self._io: list[Any] = []
