@@ -58,8 +58,9 @@ def safety_limits(params: dict[str, Any]) -> SafetyLimits:
                               float(params['estop_command_step']))
     except (TypeError, ValueError) as exc:
         raise ParameterError(f'safety parameters: {exc}') from None
-    if limits.check():
-        raise ParameterError(limits.check())
+    why = limits.check()
+    if why:
+        raise ParameterError(why)
     return limits
 
 
