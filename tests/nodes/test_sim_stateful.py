@@ -4,8 +4,9 @@ sim_node under random sequences of good, malformed and flooded input, over real 
 One realtime sim_node per example takes commands as a robot does (a ros2_control forward
 command controller's topic, default `ros2 topic pub` QoS: reliable, volatile), goals from
 volatile and transient-local publishers, and ~/reset calls. After every step: the process is
-alive, joint states keep coming at the control rate, every position is finite and within the
-joint limits, and each rejected command or goal is counted on /diagnostics.
+alive and still publishing joint states, every position is finite and within the joint limits,
+and each rejected command or goal is counted on /diagnostics. At the end, the node has stepped
+at no less than half its control rate over the whole example: faults do not stall it.
 """
 
 from __future__ import annotations
@@ -36,14 +37,16 @@ EXAMPLES, STEPS = 4, 55
 steps_run = [0]
 
 
-def kuka_limits() -> tuple[np.ndarray, np.ndarray]:
+def kuka_info() -> dict:
     env = gym.make('trpo_ros/KukaReach-v0')
     info = env.unwrapped.spec_info()
     env.close()
-    return np.array(info['joint_lower']), np.array(info['joint_upper'])
+    return info
 
 
-LOWER, UPPER = kuka_limits()
+INFO = kuka_info()
+LOWER, UPPER = np.array(INFO['joint_lower']), np.array(INFO['joint_upper'])
+CONTROL_RATE_HZ = float(INFO['control_rate_hz'])
 
 
 def float_list(text: str) -> list[float]:
@@ -70,13 +73,21 @@ class SimMachine(RuleBasedStateMachine):
                       False: self.probe.publisher(PointStamped, '/trpo/goal', 10)}
         self.probe.wait_for(lambda: self.states, timeout=20.0)
         self.probe.wait_subscribers(self.commands)
+        self.probe.wait_for(lambda: self.diags, timeout=5.0)
+        with self.probe.lock:
+            self.started = self.stamped_steps()
 
     def teardown(self) -> None:
         """Stop the node (clean exit) and the probe."""
         alive = self.proc.alive()
+        # The node's own step count between two of its /diagnostics stamps at least 1 s apart.
+        ended = self.probe.wait_for(lambda: self.stamped_steps()[0] > self.started[0] + 1.0
+                                    and self.stamped_steps(), timeout=5.0)
         code, _ = self.proc.stop(signal.SIGINT)
         self.probe.close()
         assert alive and code == 0, self.proc.log()[-3000:]
+        seconds, steps = ended[0] - self.started[0], ended[1] - self.started[1]
+        assert steps > 0.5 * CONTROL_RATE_HZ * seconds, f'{steps} steps in {seconds:.1f} s'
 
     def positions(self) -> np.ndarray:
         with self.probe.lock:
@@ -90,7 +101,12 @@ class SimMachine(RuleBasedStateMachine):
                     return int({kv.key: kv.value for kv in status.values}[key])
         return 0
 
-    def rejected_so_far(self, key: str) -> int:
+    def stamped_steps(self) -> tuple[float, int]:
+        """Return (stamp in s, steps) of the newest /diagnostics message; hold probe.lock."""
+        stamp = self.diags[-1].header.stamp
+        return stamp.sec + 1e-9 * stamp.nanosec, self.counter('steps')
+
+    def counter_now(self, key: str) -> int:
         with self.probe.lock:
             return self.counter(key)
 
@@ -112,7 +128,7 @@ class SimMachine(RuleBasedStateMachine):
 
     @rule(size=st.sampled_from([0, 3, 8, 10**6]))
     def wrong_length(self, size: int) -> None:
-        before = self.rejected_so_far('rejected_commands')
+        before = self.counter_now('rejected_commands')
         self.commands.publish(Float64MultiArray(data=np.zeros(size).tolist()))
         self.expect_rejected('rejected_commands', before)
 
@@ -121,7 +137,7 @@ class SimMachine(RuleBasedStateMachine):
     def non_finite(self, value: float, joint: int) -> None:
         data = self.positions()
         data[joint] = value
-        before = self.rejected_so_far('rejected_commands')
+        before = self.counter_now('rejected_commands')
         self.commands.publish(Float64MultiArray(data=data.tolist()))
         self.expect_rejected('rejected_commands', before)
 
@@ -138,7 +154,7 @@ class SimMachine(RuleBasedStateMachine):
         msg = PointStamped()
         msg.header.frame_id = 'camera' if kind == 'foreign' else 'world'
         msg.point.x, msg.point.y, msg.point.z = [float('nan')] * 3 if kind == 'nan' else xyz
-        before = self.rejected_so_far('rejected_goals')
+        before = self.counter_now('rejected_goals')
         self.goals[latched].publish(msg)
         if kind != 'valid':
             self.expect_rejected('rejected_goals', before)
@@ -159,14 +175,13 @@ class SimMachine(RuleBasedStateMachine):
     def alive_and_physical(self) -> None:
         steps_run[0] += 1
         assert self.proc.alive(), self.proc.log()[-3000:]
-        newest = time.monotonic()
         with self.probe.lock:
             count = len(self.states)
-        self.probe.wait_for(lambda: len(self.states) > count, timeout=0.5)  # still stepping
+        # Still stepping; the bound is loose for loaded CI machines, the rate check is at teardown.
+        self.probe.wait_for(lambda: len(self.states) > count, timeout=3.0)
         pos = self.positions()
         assert np.isfinite(pos).all(), pos
         assert np.all(pos >= LOWER - 0.05) and np.all(pos <= UPPER + 0.05), pos
-        assert time.monotonic() - newest < 0.5
 
 
 def test_sim_node_survives_random_input():
