@@ -29,6 +29,7 @@ def main() -> None:
 
     from trpo_ros.core.config import load_config
     from trpo_ros.core.trainer import Trainer
+    from trpo_ros.export import export_onnx
     from trpo_ros.runtime import Policy
 
     n_steps = 1024
@@ -37,7 +38,7 @@ def main() -> None:
         config = load_config(env_id='trpo_ros/KukaReach-v0', seed=0, n_envs=1,
                              n_steps=n_steps, total_steps=n_steps * args.iterations,
                              eval_every=0, checkpoint_every=1000)
-        trainer = Trainer(config, run_dir, tensorboard=False)
+        trainer = Trainer(config, run_dir, tensorboard=False, exporter=export_onnx)
         try:
             trainer.train()
         finally:

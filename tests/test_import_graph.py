@@ -68,9 +68,9 @@ def test_no_import_cycles():
     assert find_cycle({'a': {'b'}, 'b': {'c'}, 'c': {'a'}}) == ['a', 'b', 'c', 'a']
 
 
-def heavy_imports(modules: list[str], heavy: set[str]) -> list[str]:
-    """Return which of the `heavy` top-level packages importing `modules` pulls in (fresh)."""
-    code = (f'import sys; import {", ".join(modules)}; '
+def heavy_imports(modules: list[str], heavy: set[str], then: str = '') -> list[str]:
+    """Return which `heavy` top-level packages importing `modules` (and running `then`) loads."""
+    code = (f'import sys; import {", ".join(modules)}; {then or "pass"}; '
             f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({sorted(heavy)!r})))")
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                          check=True, timeout=120)
@@ -89,10 +89,19 @@ def test_robot_contract_and_serving_stay_light():
     # The robot layer is numpy only; serving and the safety modes add onnxruntime, never
     # torch, pybullet or rclpy: what a robot computer needs.
     assert heavy_imports(['trpo_ros.robot.kinematics', 'trpo_ros.robot.observation',
-                          'trpo_ros.robot.command_filter', 'trpo_ros.safety_modes',
+                          'trpo_ros.robot.command_filter', 'trpo_ros.robot.spec',
+                          'trpo_ros.robot.reach_task', 'trpo_ros.safety_modes',
                           'trpo_ros.serving'],
-                         {'torch', 'pybullet', 'rclpy', 'gymnasium'}) == []
+                         {'torch', 'pybullet', 'rclpy', 'gymnasium'},
+                         then="trpo_ros.robot.reach_task.reach_task('panda_reach.yaml')") == []
     assert heavy_imports(['trpo_ros.serving'], {'onnxruntime'}) == ['onnxruntime']  # it works
+
+
+@pytest.mark.integration
+def test_ros_env_needs_no_pybullet():
+    # A robot computer trains over ROS without the simulator installed.
+    code = "env = trpo_ros.nodes.ros_env.RosReachEnv('panda_reach.yaml'); env.spec_info()"
+    assert heavy_imports(['trpo_ros.nodes.ros_env'], {'pybullet', 'torch'}, then=code) == []
 
 
 @pytest.mark.unit
@@ -106,8 +115,18 @@ def test_robot_layer_imports_only_from_below():
 
 
 @pytest.mark.unit
+def test_core_imports_nothing_above_it():
+    # Export, serving, nodes and the CLI build on core; exporting is a hook handed in.
+    below = ('trpo_ros.core', 'trpo_ros.errors', 'trpo_ros.robot', 'trpo_ros.sim')
+    for module, edges in import_graph().items():
+        if module.startswith('trpo_ros.core'):
+            above = {e for e in edges if not e.startswith(below)}
+            assert not above, f'{module} imports {above}'
+
+
+@pytest.mark.unit
 def test_node_modules_stay_thin():
     sizes = {p.name: len(p.read_text().splitlines()) for p in (PACKAGE / 'nodes').glob('*.py')}
-    # ros_env.py still holds a copy of the reach task (issue 16, open): listed, not hidden.
+    # ros_env.py: rclpy plumbing, timing protocol and safety around the task (issue 16, open).
     too_long = {name: n for name, n in sizes.items() if n > 400 and name != 'ros_env.py'}
     assert not too_long, too_long

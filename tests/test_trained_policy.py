@@ -10,7 +10,7 @@ from trpo_ros.core.checkpoint import load_policy
 from trpo_ros.core.config import TRPOConfig
 from trpo_ros.core.rollout import make_env
 from trpo_ros.core.trainer import Trainer
-from trpo_ros.export import env_obs_to_input, reference_action
+from trpo_ros.export import env_obs_to_input, export_onnx, reference_action
 from trpo_ros.runtime import Policy
 
 pytestmark = pytest.mark.integration
@@ -21,7 +21,7 @@ def trained(request, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp('trained') / 'run'
     config = TRPOConfig(env_id=request.param, n_steps=512, total_steps=1536, eval_every=0,
                         seed=7)
-    trainer = Trainer(config, run_dir, tensorboard=False)
+    trainer = Trainer(config, run_dir, tensorboard=False, exporter=export_onnx)
     trainer.train()
     trainer.close()
     return run_dir

@@ -174,7 +174,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         from trpo_ros.nodes import train_node
 
         return train_node.main(_ros_args_from_train(args))
-    trainer = Trainer(config, run_dir, resume=bool(args.resume), progress=not args.no_progress)
+    from trpo_ros.export import export_onnx
+
+    trainer = Trainer(config, run_dir, resume=bool(args.resume), progress=not args.no_progress,
+                      exporter=export_onnx)
     try:
         print(f'run directory: {run_dir}', flush=True)
         trainer.train()

@@ -22,6 +22,7 @@ def run_demo(out: Path, total_steps: int | None = None, episodes: int = 100) -> 
     from trpo_ros.core.checkpoint import load_policy
     from trpo_ros.core.rollout import evaluate, make_env
     from trpo_ros.core.trainer import Trainer
+    from trpo_ros.export import export_onnx
     from trpo_ros.nodes.deploy_sim import deploy_sim
 
     config = DEMO_CONFIG if total_steps is None else DEMO_CONFIG.replace(total_steps=total_steps)
@@ -31,7 +32,7 @@ def run_demo(out: Path, total_steps: int | None = None, episodes: int = 100) -> 
     started = time.perf_counter()
     print(f'[1/4] training TRPO on {config.env_id} for {config.total_steps} steps '
           f'({config.n_envs} envs) -> {run_dir}', flush=True)
-    trainer = Trainer(config, run_dir, progress=True)
+    trainer = Trainer(config, run_dir, progress=True, exporter=export_onnx)
     try:
         trainer.train()
     finally:

@@ -10,6 +10,7 @@ from trpo_ros.core.checkpoint import load_checkpoint
 from trpo_ros.core.config import TRPOConfig
 from trpo_ros.core.controller import TrainingController
 from trpo_ros.core.trainer import Trainer
+from trpo_ros.export import export_onnx
 from trpo_ros.runtime import Policy
 
 pytestmark = pytest.mark.integration
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.integration
 def test_requests_between_iterations_pause_stop_and_the_end(tmp_path):
     config = TRPOConfig(env_id='Pendulum-v1', n_steps=128, total_steps=128 * 12,
                         checkpoint_every=100, eval_every=0)
-    trainer = Trainer(config, tmp_path / 'run', tensorboard=False)
+    trainer = Trainer(config, tmp_path / 'run', tensorboard=False, exporter=export_onnx)
     rows: list[dict] = []
     ended: list[tuple] = []
     finished = threading.Event()

@@ -11,9 +11,11 @@ import time
 import pytest
 import torch
 from trpo_ros.core.checkpoint import list_checkpoints, load_checkpoint, load_policy
-from trpo_ros.core.config import TRPOConfig
+from trpo_ros.core.config import ConfigError, TRPOConfig
 from trpo_ros.core.metrics import read_metrics, TIMING
 from trpo_ros.core.trainer import Trainer
+from trpo_ros.errors import UserError
+from trpo_ros.export import export_onnx
 
 pytestmark = pytest.mark.integration
 
@@ -22,7 +24,8 @@ SMALL = {'env_id': 'Pendulum-v1', 'n_steps': 256, 'total_steps': 1024, 'checkpoi
 
 
 def _train(run_dir: Path, **changes) -> Trainer:
-    trainer = Trainer(TRPOConfig(**{**SMALL, **changes}), run_dir, tensorboard=False)
+    trainer = Trainer(TRPOConfig(**{**SMALL, **changes}), run_dir, tensorboard=False,
+                      exporter=export_onnx)
     trainer.train()
     trainer.close()
     return trainer
@@ -142,3 +145,22 @@ def test_regression_guard_restores_previous_policy_and_shrinks_delta(tmp_path):
     assert row['train/rolled_back'] == 1.0 and row['train/step_accepted'] == 0.0
     assert torch.equal(parameters_to_vector(trainer.actor.parameters()), before_step)
     assert row['train/delta_next'] == max(config.delta_min, delta * config.delta_shrink)
+
+
+def test_export_is_a_hook_the_trainer_is_handed(tmp_path):
+    plain = Trainer(TRPOConfig(**SMALL), tmp_path / 'plain', tensorboard=False)
+    plain.train()
+    assert not (tmp_path / 'plain' / 'policy.onnx').exists()  # core alone writes no ONNX
+    with pytest.raises(ConfigError, match='no exporter'):
+        plain.export()
+    plain.close()
+
+    def failing(checkpoint: Path, path: Path) -> Path:
+        raise UserError(f'cannot export {checkpoint.name}')
+
+    trainer = Trainer(TRPOConfig(**SMALL), tmp_path / 'failing', tensorboard=False,
+                      exporter=failing)
+    trainer.train()  # training goes on; the error is kept for the caller to report
+    assert trainer.env_steps == SMALL['total_steps']
+    assert 'cannot export' in trainer.last_export_error
+    trainer.close()

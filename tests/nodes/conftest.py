@@ -42,11 +42,12 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Provide a run directory with a KukaReach policy trained briefly (run_dir/policy.onnx)."""
     from trpo_ros.core.config import load_config
     from trpo_ros.core.trainer import Trainer
+    from trpo_ros.export import export_onnx
 
     run_dir = tmp_path_factory.mktemp('kuka') / 'run'
     config = load_config(env_id='trpo_ros/KukaReach-v0', total_steps=TRAIN_STEPS, n_steps=2048,
                          n_envs=2, seed=0, eval_every=1000, checkpoint_every=1000)
-    trainer = Trainer(config, run_dir, tensorboard=False)
+    trainer = Trainer(config, run_dir, tensorboard=False, exporter=export_onnx)
     try:
         trainer.train()
     finally:

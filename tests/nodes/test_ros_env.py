@@ -90,6 +90,7 @@ def test_safety_limits_before_publishing():
 def test_train_over_ros_lockstep(node_process, tmp_path):
     from trpo_ros.core.config import TRPOConfig
     from trpo_ros.core.trainer import Trainer
+    from trpo_ros.export import export_onnx
 
     start_sim(node_process, seed=5)
     # 50-step episodes: several episode ends and resets over ROS in each batch.
@@ -97,7 +98,7 @@ def test_train_over_ros_lockstep(node_process, tmp_path):
                         env_kwargs={'max_episode_steps': 50}, eval_every=0,
                         checkpoint_every=1000, seed=0)
     started = time.monotonic()
-    trainer = Trainer(config, tmp_path / 'run', tensorboard=False)
+    trainer = Trainer(config, tmp_path / 'run', tensorboard=False, exporter=export_onnx)
     try:
         assert not trainer.eval_env.unwrapped.connected  # lazy: never fights the rollout env
         env = trainer.collector.envs.envs[0].unwrapped

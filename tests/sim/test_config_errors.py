@@ -1,11 +1,11 @@
-"""Bad robot/task input fails at construction with a SimConfigError naming the culprit."""
+"""Bad robot/task input fails at construction with a RobotConfigError naming the culprit."""
 
 from pathlib import Path
 
 import gymnasium as gym
 import pytest
 import trpo_ros.sim  # noqa: F401 - registers the ids
-from trpo_ros.sim import find_sim_file, load_robot_yaml, ReachEnv, SimConfigError
+from trpo_ros.sim import find_sim_file, load_robot_yaml, ReachEnv, RobotConfigError
 
 pytestmark = pytest.mark.unit
 
@@ -14,47 +14,47 @@ NO_JOINTS = """<robot name="brick"><link name="base"/><link name="lid"/>
 
 
 def test_missing_urdf_file() -> None:
-    with pytest.raises(SimConfigError, match='no/such/robot.urdf'):
+    with pytest.raises(RobotConfigError, match='no/such/robot.urdf'):
         gym.make('trpo_ros/KukaReach-v0', urdf='no/such/robot.urdf')
 
 
 def test_urdf_without_movable_joints() -> None:
-    with pytest.raises(SimConfigError, match='no movable'):
+    with pytest.raises(RobotConfigError, match='no movable'):
         ReachEnv(urdf=NO_JOINTS)
 
 
 def test_unknown_ee_link() -> None:
-    with pytest.raises(SimConfigError, match='tool_flange_9'):
+    with pytest.raises(RobotConfigError, match='tool_flange_9'):
         gym.make('trpo_ros/KukaReach-v0', ee_link='tool_flange_9')
 
 
 def test_unknown_joint() -> None:
-    with pytest.raises(SimConfigError, match='elbow_99'):
+    with pytest.raises(RobotConfigError, match='elbow_99'):
         gym.make('trpo_ros/KukaReach-v0', joints=['lbr_iiwa_joint_1', 'elbow_99'])
 
 
 def test_fixed_joint_is_not_controllable() -> None:
-    with pytest.raises(SimConfigError, match='panda_joint8'):
+    with pytest.raises(RobotConfigError, match='panda_joint8'):
         gym.make('trpo_ros/PandaReach-v0', joints=['panda_joint1', 'panda_joint8'])
 
 
 @pytest.mark.parametrize('mode', ['effort', 'POSITION', ''])
 def test_unknown_control_mode(mode: str) -> None:
-    with pytest.raises(SimConfigError, match='control_mode'):
+    with pytest.raises(RobotConfigError, match='control_mode'):
         gym.make('trpo_ros/KukaReach-v0', control_mode=mode)
 
 
 def test_bad_limit_override() -> None:
-    with pytest.raises(SimConfigError, match='lbr_iiwa_joint_2'):
+    with pytest.raises(RobotConfigError, match='lbr_iiwa_joint_2'):
         gym.make('trpo_ros/KukaReach-v0', limits={'lbr_iiwa_joint_2': {'lower': 1, 'upper': 0}})
 
 
 def test_missing_yaml_and_unknown_key(tmp_path: Path) -> None:
-    with pytest.raises(SimConfigError, match='nope.yaml'):
+    with pytest.raises(RobotConfigError, match='nope.yaml'):
         find_sim_file('nope.yaml')
     bad = tmp_path / 'bad.yaml'
     bad.write_text('robot: {urdf: kuka_iiwa/model.urdf, gripper: yes}\n')
-    with pytest.raises(SimConfigError, match='gripper'):
+    with pytest.raises(RobotConfigError, match='gripper'):
         load_robot_yaml(bad)
 
 

@@ -44,6 +44,7 @@ from trpo_ros.core.trpo import (
     trpo_step,
     TrustRegion,
 )
+from trpo_ros.errors import UserError
 
 IterationCallback = Callable[['Trainer', dict[str, float]], None]
 
@@ -54,17 +55,26 @@ def default_run_dir(env_id: str) -> str:
     return f'runs/{name}_{time.strftime("%Y%m%d-%H%M%S")}'
 
 
+# Turns a checkpoint file into a deployable file at a path, returns that path (raises
+# UserError when it cannot); handed in from above so that core imports nothing above it.
+Exporter = Callable[[Path, Path], Path]
+
+
 class Trainer:
     """Owns the run directory, the networks and the environments of one training run."""
 
     def __init__(self, config: TRPOConfig, run_dir: str | Path, *, resume: bool = False,
-                 tensorboard: bool = True, progress: bool = False) -> None:
+                 tensorboard: bool = True, progress: bool = False,
+                 exporter: Exporter | None = None) -> None:
         """
         Start a new run in `run_dir` (must not hold one) or, with `resume`, continue it.
 
-        On resume the saved config is used, except `total_steps` from `config`.
+        On resume the saved config is used, except `total_steps` from `config`. `exporter`
+        (e.g. `trpo_ros.export.export_onnx`) turns a checkpoint into a deployable file; with
+        it, every checkpoint also writes run_dir/policy.onnx (and best.onnx).
         """
         self.run_dir = Path(run_dir)
+        self.exporter = exporter
         state: dict[str, Any] | None = None
         if resume:
             self.checkpoint_path, state = load_latest_good(self.run_dir)
@@ -302,8 +312,8 @@ class Trainer:
         """
         Checkpoint (atomic), refresh the learning curve and, by default, export.
 
-        The export writes policy.onnx (and best.onnx when a better evaluation came since the
-        last export).
+        The export (when the trainer has an exporter) writes policy.onnx, and best.onnx when a
+        better evaluation came since the last export.
         """
         path = save_checkpoint(self._state(), self.run_dir / 'checkpoints', self.iteration)
         self.checkpoint_path = path
@@ -311,7 +321,7 @@ class Trainer:
         if self.metrics.rows:
             plot_learning_curve(self.metrics.rows, self.run_dir / 'learning_curve.png',
                                 f'TRPO on {self.config.env_id}')
-        if export:
+        if export and self.exporter is not None:
             self._export(path, self.run_dir / 'policy.onnx')
             if not self._best_exported:
                 self._export(self.run_dir / 'checkpoints' / 'best.pt',
@@ -320,19 +330,18 @@ class Trainer:
         return path
 
     def export(self, path: str | Path | None = None) -> Path:
-        """Checkpoint now and export that checkpoint to ONNX (default run_dir/policy.onnx)."""
-        from trpo_ros.export import export_onnx
-
+        """Checkpoint now and export that checkpoint (default run_dir/policy.onnx)."""
+        if self.exporter is None:
+            raise ConfigError('this trainer has no exporter (pass exporter=export_onnx)')
         checkpoint = self.save(export=False)
-        return export_onnx(checkpoint, path or self.run_dir / 'policy.onnx')
+        return self.exporter(checkpoint, path or self.run_dir / 'policy.onnx')
 
     def _export(self, checkpoint: Path, path: Path) -> None:
-        from trpo_ros.export import export_onnx, ExportError
-
+        assert self.exporter is not None
         try:
-            export_onnx(checkpoint, path)
+            self.exporter(checkpoint, path)
             self.last_export_error = None
-        except ExportError as exc:  # training goes on; the old file stays in place
+        except UserError as exc:  # training goes on; the old file stays in place
             self.last_export_error = str(exc)
             print(f'warning: ONNX export to {path} failed: {exc}', flush=True)
 

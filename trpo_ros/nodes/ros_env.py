@@ -1,9 +1,10 @@
 """
 A Gymnasium reach env whose robot lives on the other side of ROS 2 topics.
 
-`RosReachEnv` (registered as ``trpo_ros/RosReach-v0``) has the action space, observation layout,
-reward and `spec_info()` of the PyBullet `trpo_ros.sim.ReachEnv` built from the same robot YAML,
-so a policy trained over ROS exports and deploys exactly like one trained in-process. Each step
+`RosReachEnv` (registered as ``trpo_ros/RosReach-v0``) takes its action space, observation
+layout, reward and `spec_info()` from the same `trpo_ros.robot.ReachTask` as the PyBullet
+`trpo_ros.sim.ReachEnv` of the robot YAML (read from the YAML and URDF: no PyBullet here), so a
+policy trained over ROS exports and deploys exactly like one trained in-process. Each step
 turns the action into an ABSOLUTE joint position target (what the exported ONNX graph outputs),
 enforces the safety limits, publishes it as ``std_msgs/Float64MultiArray`` on the commands
 topic, and waits for the next ``sensor_msgs/JointState`` (mapped by joint name). The
@@ -36,7 +37,7 @@ import gymnasium as gym
 from gymnasium.wrappers import TimeLimit
 import numpy as np
 from trpo_ros.robot import CommandFilter, kinematics
-from trpo_ros.sim.reach_env import DEFAULT_ROBOT_YAML, ReachEnv
+from trpo_ros.robot.reach_task import reach_task, ReachTask
 
 ENV_ID = 'trpo_ros/RosReach-v0'
 SERVER_PARAMETERS = {'mode': 'lockstep', 'episode_steps': 0, 'follow_goal_topic': True}
@@ -133,8 +134,8 @@ class RosReachEnv(gym.Env):
     control_rate_hz`` and replaced by a hold (target = q) if its FK end-effector position would
     leave the `workspace` box (moving back towards the box from outside is allowed).
 
-    Reward: ``-distance - action_penalty |a_n|^2 - velocity_penalty |qd|^2`` exactly as
-    ReachEnv, with the policy's (clipped) action; `info` has ``distance``, ``is_success``,
+    Reward: the task's (``-distance - action_penalty |a_n|^2 - velocity_penalty |qd|^2``), with
+    the policy's (clipped) action; `info` has ``distance``, ``is_success``,
     ``reward_distance``, ``reward_action``, ``reward_velocity``, plus ``late_states`` and
     ``workspace_holds`` (counts this episode), ``velocity_capped`` (this step),
     ``state_stamp`` (s) and ``state_count`` (arrival index of the state used).
@@ -178,7 +179,8 @@ class RosReachEnv(gym.Env):
         rad; homing (no reset service) ends when every joint is this close.
     home_timeout
         seconds allowed for homing.
-        action_penalty, velocity_penalty: reward weights (ReachEnv defaults).
+    action_penalty, velocity_penalty
+        reward weights (ReachEnv defaults).
     frame_id
         frame of the published goal.
 
@@ -212,20 +214,15 @@ class RosReachEnv(gym.Env):
             raise ValueError(f'timing must be one of {TIMINGS}, got {timing!r}')
         if state_timeout <= 0 or connect_timeout <= 0:
             raise ValueError('state_timeout and connect_timeout must be > 0')
-        # The local PyBullet env is built once for its spaces and spec_info, then closed.
-        sim = ReachEnv(robot_yaml=robot_yaml if robot_yaml is not None else DEFAULT_ROBOT_YAML,
-                       joints=joints, self_collision=False, ground_plane=False,
-                       action_penalty=action_penalty, velocity_penalty=velocity_penalty)
-        try:
-            self._info = sim.spec_info()
-            self.home = sim.home.copy()
-            self.action_space = sim.action_space
-            self.observation_space = sim.observation_space
-            self.episode_steps = sim.episode_steps
-            self.robot_yaml = sim.robot_yaml
-        finally:
-            sim.close()
-        info = self._info
+        # The same task as the PyBullet env's, read from the YAML and URDF (no physics).
+        self.task: ReachTask = reach_task(robot_yaml, robot={'joints': joints},
+                                          action_penalty=action_penalty,
+                                          velocity_penalty=velocity_penalty)
+        self._info = info = self.task.spec_info()
+        self.home = self.task.robot.home.copy()
+        self.action_space, self.observation_space = self.task.spaces()
+        self.episode_steps = self.task.episode_steps
+        self.robot_yaml = self.task.source
         if info['control_mode'] not in SUPPORTED_MODES:
             raise ValueError(f"control_mode {info['control_mode']!r} is not supported over ROS "
                              f'(supported: {SUPPORTED_MODES})')
@@ -255,10 +252,7 @@ class RosReachEnv(gym.Env):
         self.max_joint_velocity = cap
         self._max_step = cap / self.control_rate_hz
         self.home_tolerance, self.home_timeout = float(home_tolerance), float(home_timeout)
-        self.action_penalty, self.velocity_penalty = float(action_penalty), float(velocity_penalty)
         self._act_low, self._act_high = self.action_space.low, self.action_space.high
-        self._act_center = (self._act_high + self._act_low) / 2.0
-        self._act_half = (self._act_high - self._act_low) / 2.0
         self._base = (tuple(info['base_position']), tuple(info['base_orientation']))
         self._set_chain([dict(j) for j in info['fk_chain']])
         self._filter = CommandFilter(self.lower, self.upper, max_step=self._max_step,
@@ -425,17 +419,11 @@ class RosReachEnv(gym.Env):
         target = action if self.control_mode == 'position' else self._q + action
         target, capped = self.safe_target(target)
         self._exchange(target)
-        distance = float(np.linalg.norm(self._ee - self._goal))
-        a_n = (action - self._act_center) / self._act_half
-        r_dist = -distance
-        r_act = -self.action_penalty * float(a_n @ a_n)
-        r_vel = -self.velocity_penalty * float(self._qd @ self._qd)
-        info = {'distance': distance, 'is_success': distance < self.success_threshold,
-                'reward_distance': r_dist, 'reward_action': r_act, 'reward_velocity': r_vel,
-                'late_states': self._episode_late, 'workspace_holds': self._episode_holds,
-                'velocity_capped': capped, 'state_stamp': self._used[1] * 1e-9,
-                'state_count': self._used[0]}
-        return self._observe(), r_dist + r_act + r_vel, False, False, info
+        reward, info = self.task.outcome(self._ee, self._goal, action, self._qd)
+        info.update({'late_states': self._episode_late, 'workspace_holds': self._episode_holds,
+                     'velocity_capped': capped, 'state_stamp': self._used[1] * 1e-9,
+                     'state_count': self._used[0]})
+        return self._observe(), reward, False, False, info
 
     def close(self) -> None:
         """Publish a hold command, then tear the node down (no-op if never connected)."""
@@ -629,7 +617,7 @@ class RosReachEnv(gym.Env):
         return self._kinematics.position(q)
 
     def _observe(self) -> np.ndarray:
-        return np.concatenate([self._q, self._qd, self._ee, self._goal]).astype(np.float32)
+        return self.task.observation(self._q, self._qd, self._ee, self._goal)
 
     @property
     def goal(self) -> np.ndarray:
@@ -659,7 +647,7 @@ class RosReachEnv(gym.Env):
         return self._q.copy(), self._qd.copy(), np.zeros_like(self._q)
 
     def spec_info(self) -> dict[str, Any]:
-        """Return the local ReachEnv's spec info (same YAML); works without connecting."""
+        """Return the task's spec info (the PyBullet env's for that YAML); no connection needed."""
         return dict(self._info)
 
 

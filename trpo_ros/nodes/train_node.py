@@ -110,7 +110,7 @@ class TrainNode(Node):
 
         Raises
         ------
-            ParameterError, ConfigError, CheckpointError, SimConfigError: bad parameter values.
+            ParameterError, ConfigError, CheckpointError, RobotConfigError: bad parameter values.
 
         """
         self._closed = True  # until the trainer exists (rclpy may destroy a half-built node)
@@ -132,10 +132,11 @@ class TrainNode(Node):
         camera_rate = _rate(param, 'camera_rate_hz')
 
         from trpo_ros.core.trainer import Trainer
+        from trpo_ros.export import export_onnx
 
         config, run_dir, resume = self._build_config(param)
         self.trainer = Trainer(config, run_dir, resume=resume,
-                               tensorboard=bool(param['tensorboard']))
+                               tensorboard=bool(param['tensorboard']), exporter=export_onnx)
         self.controller = TrainingController(
             self.trainer, self.guard.wrap('metrics', self._after_iteration), self._on_end)
         try:

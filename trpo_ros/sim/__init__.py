@@ -16,19 +16,20 @@ from typing import Any
 
 import gymnasium as gym
 from gymnasium.wrappers import TimeLimit
-from trpo_ros.sim.config import find_sim_file, load_robot_yaml, SimConfigError
+from trpo_ros.robot.config import find_sim_file, load_robot_yaml, RobotConfigError
+from trpo_ros.robot.reach_task import TASK_DEFAULTS
 from trpo_ros.sim.reach_env import ReachEnv, save_gif
 
-__all__ = ['ENV_IDS', 'ReachEnv', 'SimConfigError', 'find_sim_file', 'load_robot_yaml',
+__all__ = ['ENV_IDS', 'ReachEnv', 'RobotConfigError', 'find_sim_file', 'load_robot_yaml',
            'make_env_from_yaml', 'reach_from_yaml', 'robot_yaml_of', 'save_gif']
 
 ENV_IDS = {'trpo_ros/KukaReach-v0': 'kuka_reach.yaml',
            'trpo_ros/PandaReach-v0': 'panda_reach.yaml'}
-_DEFAULT_EPISODE_STEPS = 250
 
 
 def _episode_steps(robot_yaml: str | os.PathLike | Mapping[str, Any]) -> int:
-    return int(load_robot_yaml(robot_yaml)['task'].get('episode_steps', _DEFAULT_EPISODE_STEPS))
+    task = load_robot_yaml(robot_yaml)['task']
+    return int(task.get('episode_steps', TASK_DEFAULTS['episode_steps']))
 
 
 def reach_from_yaml(robot_yaml: str | os.PathLike | Mapping[str, Any],
@@ -51,10 +52,10 @@ def make_env_from_yaml(robot_yaml: str | os.PathLike | Mapping[str, Any],
 
 
 def robot_yaml_of(env_id: str) -> str:
-    """Return the robot/task YAML behind a registered reach env id (SimConfigError else)."""
+    """Return the robot/task YAML behind a registered reach env id (RobotConfigError else)."""
     if env_id not in ENV_IDS:
-        raise SimConfigError(f'{env_id!r} is not a trpo_ros reach robot (known: '
-                             f'{", ".join(ENV_IDS)}; or give a robot/task YAML)')
+        raise RobotConfigError(f'{env_id!r} is not a trpo_ros reach robot (known: '
+                               f'{", ".join(ENV_IDS)}; or give a robot/task YAML)')
     return ENV_IDS[env_id]
 
 

@@ -10,51 +10,19 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import pybullet as p
-from trpo_ros.sim.config import CONTROL_MODES, load_robot_yaml, SimConfigError
-from trpo_ros.sim.robot import is_urdf_text, resolve_urdf_path, Robot
-
-DEFAULT_ROBOT_YAML = 'kuka_reach.yaml'
-
-# Task defaults used when neither the YAML nor a constructor kwarg sets a value.
-_TASK_DEFAULTS: dict[str, Any] = {
-    'control_mode': 'position_delta',
-    'max_delta': 0.05,
-    'control_rate_hz': 50.0,
-    'physics_rate_hz': 240.0,
-    'episode_steps': 50,
-    'success_threshold': 0.05,
-    'goal_low': (0.35, -0.3, 0.25),
-    'goal_high': (0.65, 0.3, 0.65),
-    'init_joint_noise': 0.1,
-}
+from trpo_ros.robot.config import RobotConfigError
+from trpo_ros.robot.reach_task import DEFAULT_ROBOT_YAML, reach_task, ReachTask
+from trpo_ros.sim.robot import Robot
 
 
 class ReachEnv(gym.Env):
     """
     Move the end-effector link of a URDF arm to a goal point (PyBullet, one client per env).
 
-    Observation (float32, names in ``spec_info()['obs_names']``):
-
-    | block                | size | unit           |
-    | -------------------- | ---- | -------------- |
-    | ``joint_pos/<j>``    | n    | rad (m)        |
-    | ``joint_vel/<j>``    | n    | rad/s (m/s)    |
-    | ``ee_pos/x, y, z``   | 3    | m, world frame |
-    | ``goal/x, y, z``     | 3    | m, world frame |
-
-    Action (float64 Box in physical units, clipped to the box):
-
-    | control_mode     | meaning                                       | bounds                   |
-    | ---------------- | --------------------------------------------- | ------------------------ |
-    | position         | joint position targets (rad)                  | joint limits             |
-    | position_delta   | target = current position + action (rad)      | ±min(max_delta, v_max/f) |
-    | velocity         | joint velocity targets (rad/s)                | ±velocity limits         |
-    | torque           | joint torques (Nm)                            | ±effort limits           |
-
-    Reward: ``-distance - action_penalty*|a_n|^2 - velocity_penalty*|qd|^2`` with
-    ``a_n = 2 (a - low) / (high - low) - 1`` in [-1, 1]; the three terms are in `info` as
-    ``reward_distance``, ``reward_action``, ``reward_velocity``. `info` also has ``distance`` (m),
-    ``is_success`` (distance < success_threshold) and ``self_collision``. Episodes are cut by
+    Observation, action bounds, reward and success are those of the robot's `ReachTask`
+    (``self.task``; the tables are in `trpo_ros.robot.reach_task`); the action is clipped to its
+    box. `info` has ``distance`` (m), ``is_success``, the reward terms ``reward_distance``,
+    ``reward_action``, ``reward_velocity``, and ``self_collision``. Episodes are cut by
     gymnasium's `TimeLimit` (``episode_steps`` in the YAML); ``terminated`` is True only on a
     self-collision with ``terminate_on_self_collision=True``.
 
@@ -73,13 +41,15 @@ class ReachEnv(gym.Env):
     control_mode
         'position' | 'position_delta' | 'velocity' | 'torque'.
     control_rate_hz
-        control (env step) rate; physics_rate_hz: physics rate. Each step runs
-        round(physics_rate_hz / control_rate_hz) physics sub-steps.
+        control (env step) rate.
+    physics_rate_hz
+        physics rate; each step runs round(physics_rate_hz / control_rate_hz) sub-steps.
     max_delta
         largest position change per step in position_delta mode (rad or m).
     position_gain
         pybullet POSITION_CONTROL gain (0..1].
-        goal_low, goal_high: goal region box corners (m, world frame).
+    goal_low, goal_high
+        goal region box corners (m, world frame).
     success_threshold
         success distance (m).
     init_joint_noise
@@ -88,23 +58,26 @@ class ReachEnv(gym.Env):
         reset configuration (defaults to the YAML's, else zeros clipped to limits).
     limits
         per-joint limit overrides {joint: {lower, upper, velocity, effort}}.
-        base_position, base_orientation: robot base pose in the world.
-        action_penalty, velocity_penalty: reward weights.
+    base_position, base_orientation
+        robot base pose in the world.
+    action_penalty, velocity_penalty
+        reward weights.
     self_collision
         simulate and report self-collisions (costs physics time on mesh robots).
     terminate_on_self_collision
         end the episode (terminated=True) on a self-collision.
     ground_plane
         add a floor at z = 0.
-        mass_scale_range, damping_scale_range, friction_scale_range: (low, high) factors drawn
-        per reset for domain randomization; None = off.
+    mass_scale_range, damping_scale_range, friction_scale_range
+        (low, high) factors drawn per reset for domain randomization; None = off.
     obs_noise_std
         std of Gaussian noise on observed joint positions and velocities.
     action_latency
         the action applied is the one chosen this many steps earlier.
     render_mode
         None or 'rgb_array' (TinyRenderer, headless).
-        render_width, render_height: image size in pixels.
+    render_width, render_height
+        image size in pixels.
     mesh_search_paths
         folders to resolve mesh files of a URDF given as text.
 
@@ -146,52 +119,32 @@ class ReachEnv(gym.Env):
         render_height: int = 240,
         mesh_search_paths: Sequence[str | os.PathLike] = (),
     ) -> None:
-        cfg = load_robot_yaml(robot_yaml if robot_yaml is not None else DEFAULT_ROBOT_YAML)
-        self.robot_yaml = cfg['path']
-        robot_cfg = dict(cfg['robot'])
-        task = {**_TASK_DEFAULTS, **cfg['task']}
-        overrides = {'control_mode': control_mode, 'control_rate_hz': control_rate_hz,
-                     'physics_rate_hz': physics_rate_hz, 'max_delta': max_delta,
-                     'goal_low': goal_low, 'goal_high': goal_high,
-                     'success_threshold': success_threshold, 'init_joint_noise': init_joint_noise}
-        task.update({k: v for k, v in overrides.items() if v is not None})
-        if task['control_mode'] not in CONTROL_MODES:
-            raise SimConfigError(f'unknown control_mode {task["control_mode"]!r} '
-                                 f'(choose from {CONTROL_MODES})')
         if render_mode is not None and render_mode not in self.metadata['render_modes']:
-            raise SimConfigError(f'unsupported render_mode {render_mode!r} (use rgb_array)')
+            raise RobotConfigError(f'unsupported render_mode {render_mode!r} (use rgb_array)')
         if action_latency < 0 or obs_noise_std < 0:
-            raise SimConfigError('action_latency and obs_noise_std must be >= 0')
-
-        mesh_dirs = [str(d) for d in mesh_search_paths]
-        yaml_urdf = str(robot_cfg['urdf'])
-        if not is_urdf_text(yaml_urdf):
-            try:
-                mesh_dirs.append(str(resolve_urdf_path(yaml_urdf).parent))
-            except SimConfigError:
-                pass
-        if urdf is not None and str(urdf) != yaml_urdf:
-            robot_cfg = self._robot_fields_for(urdf, robot_cfg)
-        robot_cfg['urdf'] = str(urdf) if urdf is not None else yaml_urdf
-
-        self.control_mode: str = task['control_mode']
-        self.control_rate_hz = float(task['control_rate_hz'])
-        self.physics_rate_hz = float(task['physics_rate_hz'])
-        if self.control_rate_hz <= 0 or self.physics_rate_hz < self.control_rate_hz:
-            raise SimConfigError('need 0 < control_rate_hz <= physics_rate_hz, got '
-                                 f'{self.control_rate_hz} and {self.physics_rate_hz}')
-        self.substeps = max(1, round(self.physics_rate_hz / self.control_rate_hz))
-        self.success_threshold = float(task['success_threshold'])
-        self.init_joint_noise = float(task['init_joint_noise'])
-        self.episode_steps = int(task['episode_steps'])
-        self.goal_low = np.asarray(task['goal_low'], dtype=np.float64)
-        self.goal_high = np.asarray(task['goal_high'], dtype=np.float64)
-        if self.goal_low.shape != (3,) or self.goal_high.shape != (3,) or \
-                np.any(self.goal_low > self.goal_high):
-            raise SimConfigError(f'goal_low/goal_high must be 3 values with low <= high, got '
-                                 f'{task["goal_low"]} and {task["goal_high"]}')
-        self.action_penalty = float(action_penalty)
-        self.velocity_penalty = float(velocity_penalty)
+            raise RobotConfigError('action_latency and obs_noise_std must be >= 0')
+        if not 0.0 < position_gain <= 1.0:
+            raise RobotConfigError(f'position_gain must be in (0, 1], got {position_gain}')
+        self.task: ReachTask = reach_task(
+            robot_yaml if robot_yaml is not None else DEFAULT_ROBOT_YAML,
+            robot={'urdf': urdf, 'joints': joints, 'ee_link': ee_link, 'home': home,
+                   'limits': limits, 'base_position': base_position,
+                   'base_orientation': base_orientation,
+                   'mesh_search_paths': [str(d) for d in mesh_search_paths]},
+            action_penalty=action_penalty, velocity_penalty=velocity_penalty,
+            control_mode=control_mode, control_rate_hz=control_rate_hz,
+            physics_rate_hz=physics_rate_hz, max_delta=max_delta, goal_low=goal_low,
+            goal_high=goal_high, success_threshold=success_threshold,
+            init_joint_noise=init_joint_noise)
+        task = self.task
+        self.robot_yaml = task.source
+        self.control_mode, self.max_delta = task.control_mode, task.max_delta
+        self.control_rate_hz, self.physics_rate_hz = task.control_rate_hz, task.physics_rate_hz
+        self.substeps, self.episode_steps = task.substeps, task.episode_steps
+        self.success_threshold, self.init_joint_noise = (task.success_threshold,
+                                                         task.init_joint_noise)
+        self.goal_low, self.goal_high = task.goal_low, task.goal_high
+        self.home, self.obs_names = task.robot.home, list(task.obs_names)
         self.terminate_on_self_collision = terminate_on_self_collision
         self.mass_scale_range = mass_scale_range
         self.damping_scale_range = damping_scale_range
@@ -200,87 +153,25 @@ class ReachEnv(gym.Env):
         self.action_latency = int(action_latency)
         self.render_mode = render_mode
         self.render_width, self.render_height = int(render_width), int(render_height)
+        self.action_space, self.observation_space = task.spaces()
+        self._act_low, self._act_high = self.action_space.low, self.action_space.high
 
-        self.robot = Robot(
-            robot_cfg['urdf'],
-            joint_names=joints if joints is not None else robot_cfg.get('joints'),
-            ee_link=ee_link if ee_link is not None else robot_cfg.get('ee_link'),
-            base_position=base_position or robot_cfg.get('base_position') or (0.0, 0.0, 0.0),
-            base_orientation=(base_orientation or robot_cfg.get('base_orientation')
-                              or (0.0, 0.0, 0.0, 1.0)),
-            limits=limits if limits is not None else robot_cfg.get('limits'),
-            self_collision=self_collision, ground_plane=ground_plane,
-            physics_rate_hz=self.physics_rate_hz, mesh_search_paths=mesh_dirs)
+        self.robot = Robot(task.robot, self_collision=self_collision, ground_plane=ground_plane,
+                           physics_rate_hz=self.physics_rate_hz)
         try:
-            self._setup(robot_cfg, home, float(task['max_delta']), position_gain)
+            self._setup(position_gain)
         except Exception:
             self.robot.close()
             raise
 
-    @staticmethod
-    def _robot_fields_for(urdf: str | os.PathLike, robot_cfg: dict) -> dict:
-        """Keep the YAML's robot fields only if they fit the overriding URDF (same robot)."""
-        from trpo_ros.robot import kinematics
-
-        source = str(urdf)
-        text = source if is_urdf_text(source) else resolve_urdf_path(source).read_text()
-        try:
-            links = set(kinematics.link_names(text))
-            joints = {j.name for j in kinematics.parse_joints(text)}
-        except kinematics.UrdfError as exc:
-            raise SimConfigError(f'URDF {source[:80]!r}: {exc}') from exc
-        same = robot_cfg.get('ee_link') in links and set(robot_cfg.get('joints') or []) <= joints
-        if same:
-            return dict(robot_cfg)
-        keep = ('base_position', 'base_orientation')
-        return {k: v for k, v in robot_cfg.items() if k in keep}
-
-    def _setup(self, robot_cfg: Mapping, home: Sequence[float] | None, max_delta: float,
-               position_gain: float) -> None:
+    def _setup(self, position_gain: float) -> None:
         robot = self.robot
-        n = robot.n_joints
-        home = home if home is not None else robot_cfg.get('home')
-        if home is None:
-            home = np.clip(np.zeros(n), robot.lower, robot.upper)
-        self.home = np.asarray(home, dtype=np.float64)
-        if self.home.shape != (n,):
-            raise SimConfigError(f'home has {self.home.size} values, robot has {n} joints '
-                                 f'{robot.joint_names}')
-        if np.any(self.home < robot.lower) or np.any(self.home > robot.upper):
-            raise SimConfigError(f'home {self.home.tolist()} is outside the joint limits')
-        if not 0.0 < position_gain <= 1.0:
-            raise SimConfigError(f'position_gain must be in (0, 1], got {position_gain}')
-        self.max_delta = max_delta
         robot.set_control_mode(self.control_mode, position_gain)
         robot.reset_joints(self.home)
         robot.disable_default_collisions()
-
-        if self.control_mode == 'position':
-            low, high = robot.lower, robot.upper
-        elif self.control_mode == 'position_delta':
-            if max_delta <= 0:
-                raise SimConfigError(f'max_delta must be > 0, got {max_delta}')
-            high = np.minimum(max_delta, robot.velocity_limits / self.control_rate_hz)
-            low = -high
-        elif self.control_mode == 'velocity':
-            low, high = -robot.velocity_limits, robot.velocity_limits
-        else:
-            low, high = -robot.effort_limits, robot.effort_limits
-        self.action_space = gym.spaces.Box(low=low.astype(np.float64),
-                                           high=high.astype(np.float64), dtype=np.float64)
-        self._act_low, self._act_high = self.action_space.low, self.action_space.high
-        self._act_center = (self._act_high + self._act_low) / 2.0
-        self._act_half = (self._act_high - self._act_low) / 2.0
-
-        names = robot.joint_names
-        self.obs_names = ([f'joint_pos/{j}' for j in names] + [f'joint_vel/{j}' for j in names]
-                          + [f'ee_pos/{a}' for a in 'xyz'] + [f'goal/{a}' for a in 'xyz'])
-        self._obs = np.zeros(len(self.obs_names), dtype=np.float32)
-        self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=self._obs.shape,
-                                                dtype=np.float32)
         self._goal = (self.goal_low + self.goal_high) / 2.0
         self._q = self.home.copy()
-        self._qd = np.zeros(n)
+        self._qd = np.zeros(robot.n_joints)
         self._ee = robot.ee_position()
         self._pending: deque[np.ndarray] = deque()
         self._goal_marker = -1
@@ -317,16 +208,10 @@ class ReachEnv(gym.Env):
         self.robot.step_physics(self.substeps)
         self._read_state()
         collided = self.robot.in_self_collision()
-        distance = float(np.linalg.norm(self._ee - self._goal))
-        a_n = (action - self._act_center) / self._act_half
-        r_dist = -distance
-        r_act = -self.action_penalty * float(a_n @ a_n)
-        r_vel = -self.velocity_penalty * float(self._qd @ self._qd)
-        info = {'distance': distance, 'is_success': distance < self.success_threshold,
-                'self_collision': collided, 'reward_distance': r_dist, 'reward_action': r_act,
-                'reward_velocity': r_vel}
+        reward, info = self.task.outcome(self._ee, self._goal, action, self._qd)
+        info['self_collision'] = collided
         terminated = bool(collided and self.terminate_on_self_collision)
-        return self._observe(), r_dist + r_act + r_vel, terminated, False, info
+        return self._observe(), reward, terminated, False, info
 
     def apply_action(self, action: np.ndarray) -> np.ndarray:
         """
@@ -359,18 +244,12 @@ class ReachEnv(gym.Env):
         self._ee = self.robot.ee_position()
 
     def _observe(self) -> np.ndarray:
-        n = self.robot.n_joints
-        obs = self._obs
+        q, qd = self._q, self._qd
         if self.obs_noise_std > 0:
+            n = self.robot.n_joints
             noise = self.np_random.normal(0.0, self.obs_noise_std, size=2 * n)
-            obs[:n] = self._q + noise[:n]
-            obs[n:2 * n] = self._qd + noise[n:]
-        else:
-            obs[:n] = self._q
-            obs[n:2 * n] = self._qd
-        obs[2 * n:2 * n + 3] = self._ee
-        obs[2 * n + 3:] = self._goal
-        return obs.copy()
+            q, qd = q + noise[:n], qd + noise[n:]
+        return self.task.observation(q, qd, self._ee, self._goal)
 
     def render(self) -> np.ndarray | None:
         """Return an RGB uint8 image (height, width, 3) from PyBullet's TinyRenderer."""
@@ -432,57 +311,11 @@ class ReachEnv(gym.Env):
 
     def spec_info(self) -> dict[str, Any]:
         """Everything export and nodes need about this env, JSON-serializable."""
-        robot = self.robot
-        return {
-            'joint_names': list(robot.joint_names),
-            'obs_names': list(self.obs_names),
-            'control_mode': self.control_mode,
-            'control_rate_hz': self.control_rate_hz,
-            'joint_lower': robot.lower.tolist(),
-            'joint_upper': robot.upper.tolist(),
-            'velocity_limits': robot.velocity_limits.tolist(),
-            'effort_limits': robot.effort_limits.tolist(),
-            'ee_link': robot.ee_link,
-            'success_threshold': self.success_threshold,
-            'fk_chain': [dict(j) for j in robot.fk_chain],
-            'base_position': list(robot.base_position),
-            'base_orientation': list(robot.base_orientation),
-            'robot_description': robot.urdf_text,
-            'base_link': robot.base_link,
-            'action_low': self._act_low.tolist(),
-            'action_high': self._act_high.tolist(),
-            'max_episode_steps': self.episode_steps,
-            'goal_low': self.goal_low.tolist(),
-            'goal_high': self.goal_high.tolist(),
-            'robot_config': self.robot_config(),
-        }
+        return self.task.spec_info()
 
     def robot_config(self) -> dict[str, Any]:
-        """
-        Return this env's robot and task as a robot/task YAML mapping, URDF text included.
-
-        `ReachEnv(robot_yaml=env.robot_config())` rebuilds the same robot and task without the
-        original files (the export carries it, so sim_node can simulate what a model drove).
-        """
-        robot = self.robot
-        limits = {j: {'lower': lo, 'upper': hi, 'velocity': v, 'effort': e}
-                  for j, lo, hi, v, e in zip(robot.joint_names, robot.lower.tolist(),
-                                             robot.upper.tolist(),
-                                             robot.velocity_limits.tolist(),
-                                             robot.effort_limits.tolist())}
-        return {
-            'robot': {'urdf': robot.portable_urdf(), 'joints': list(robot.joint_names),
-                      'ee_link': robot.ee_link, 'base_position': list(robot.base_position),
-                      'base_orientation': list(robot.base_orientation),
-                      'home': self.home.tolist(), 'limits': limits},
-            'task': {'control_mode': self.control_mode, 'max_delta': self.max_delta,
-                     'control_rate_hz': self.control_rate_hz,
-                     'physics_rate_hz': self.physics_rate_hz,
-                     'episode_steps': self.episode_steps,
-                     'success_threshold': self.success_threshold,
-                     'goal_low': self.goal_low.tolist(), 'goal_high': self.goal_high.tolist(),
-                     'init_joint_noise': self.init_joint_noise},
-        }
+        """Return the robot and task as a robot/task YAML mapping (see ReachTask.robot_config)."""
+        return self.task.robot_config()
 
 
 def save_gif(frames: Sequence[np.ndarray], path: str | os.PathLike, fps: float = 25.0) -> None:

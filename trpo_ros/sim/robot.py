@@ -1,9 +1,10 @@
 """
 A URDF arm inside its own PyBullet physics client (p.DIRECT, never the global client).
 
-`Robot` owns loading (file path, pybullet_data name or URDF text), joint discovery, limits,
-motor commands, state reads, self-collision checks and dynamics randomization. It knows
-nothing about tasks or rewards; `ReachEnv` builds on it.
+`Robot` loads the URDF of a `trpo_ros.robot.RobotSpec` (which says which joints are
+controlled, their limits and the end effector) and owns motor commands, state reads,
+self-collision checks and dynamics randomization. It knows nothing about tasks or rewards;
+`ReachEnv` builds on it.
 
 Speed notes: every pybullet call passes `physicsClientId` directly (no BulletClient
 `__getattr__`/partial per call), joint state is read with one `getJointStates`, and the
@@ -15,83 +16,19 @@ detection with `setCollisionFilterPair`, so any contact that remains is a real s
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 import os
-from pathlib import Path
-import re
 import tempfile
 
 import numpy as np
 import pybullet as p
 import pybullet_data
-from trpo_ros.robot import kinematics
-from trpo_ros.sim.config import CONTROL_MODES, LIMIT_KEYS, SimConfigError
+from trpo_ros.robot.config import CONTROL_MODES, RobotConfigError
+from trpo_ros.robot.spec import mesh_search_dirs, resolve_mesh_paths, RobotSpec
 
-DEFAULT_VELOCITY_LIMIT = 2.0  # rad/s (m/s) when the URDF <limit velocity> is missing or 0
-DEFAULT_EFFORT_LIMIT = 100.0  # Nm (N) when the URDF <limit effort> is missing or 0
 SELF_COLLISION_DISTANCE = 0.0  # m: contact points closer than this are collisions
 REFERENCE_DAMPING = 0.1  # N*m*s/rad: damping randomized around this when the URDF has none
 _MOVABLE_PB_TYPES = (p.JOINT_REVOLUTE, p.JOINT_PRISMATIC)
-_FILENAME_RE = re.compile(r'filename\s*=\s*"([^"]+)"')
-
-
-def pybullet_data_path() -> str:
-    """Directory of the pybullet_data models (kuka_iiwa/, franka_panda/, plane.urdf, ...)."""
-    return pybullet_data.getDataPath()
-
-
-def is_urdf_text(source: str) -> bool:
-    """Tell whether `source` is URDF XML rather than a file name."""
-    return '<robot' in source
-
-
-def resolve_urdf_path(source: str | os.PathLike) -> Path:
-    """
-    Return the URDF file for a path or a pybullet_data model name ('kuka_iiwa/model.urdf').
-
-    Raises
-    ------
-        SimConfigError: no such file (names both places looked at).
-
-    """
-    path = Path(source).expanduser()
-    if path.is_file():
-        return path.resolve()
-    candidate = Path(pybullet_data_path()) / path
-    if not path.is_absolute() and candidate.is_file():
-        return candidate
-    raise SimConfigError(f'URDF file not found: {str(source)!r} (also looked at {candidate})')
-
-
-def _resolve_mesh_paths(urdf_text: str, search_dirs: Sequence[str | Path]) -> str:
-    """Make relative and package:// mesh file names in URDF text absolute where found."""
-    dirs = [Path(d) for d in search_dirs]
-
-    def resolve(match: re.Match) -> str:
-        name = match.group(1)
-        if name.startswith('file://'):
-            name = name[len('file://'):]
-        candidates: list[str] = []
-        if name.startswith('package://'):
-            rest = name[len('package://'):]
-            candidates = [rest, rest.split('/', 1)[-1]]
-        elif not os.path.isabs(name):
-            candidates = [name]
-        else:
-            return f'filename="{name}"'
-        for folder in dirs:
-            for rel in candidates:
-                if (folder / rel).is_file():
-                    return f'filename="{folder / rel}"'
-        return match.group(0)
-
-    return _FILENAME_RE.sub(resolve, urdf_text)
-
-
-def _with_pybullet_data(dirs: Sequence[str | Path]) -> list[Path]:
-    """Mesh search folders: `dirs`, then pybullet_data and its sub-folders."""
-    data = Path(pybullet_data_path())
-    return [*map(Path, dirs), data, *sorted(d for d in data.iterdir() if d.is_dir())]
 
 
 class Robot:
@@ -100,19 +37,9 @@ class Robot:
 
     Parameters
     ----------
-    urdf
-        file path, pybullet_data model name, or URDF XML text.
-    joint_names
-        controlled joints (action order); None = all revolute/prismatic joints
-        in URDF (pybullet index) order.
-    ee_link
-        end-effector link name; None = child link of the last controlled joint.
-    base_position
-        world position of the base link frame (m).
-    base_orientation
-        world orientation of the base link frame, quaternion (x, y, z, w).
-    limits
-        per-joint overrides {joint: {'lower', 'upper', 'velocity', 'effort'}}.
+    spec
+        the arm (URDF, controlled joints, limits, end effector, base pose); the URDF that
+        PyBullet loads must have those joints movable and that link.
     self_collision
         simulate collisions between the robot's own links and report them.
     ground_plane
@@ -121,55 +48,36 @@ class Robot:
         world gravity along z (m/s^2).
     physics_rate_hz
         physics time step is 1 / physics_rate_hz.
-    mesh_search_paths
-        extra folders in which mesh files of a URDF given as text are looked
-        up (pybullet_data and its sub-folders are always searched last).
 
     """
 
     def __init__(
         self,
-        urdf: str | os.PathLike,
-        joint_names: Sequence[str] | None = None,
-        ee_link: str | None = None,
-        base_position: Sequence[float] = (0.0, 0.0, 0.0),
-        base_orientation: Sequence[float] = (0.0, 0.0, 0.0, 1.0),
-        limits: Mapping[str, Mapping[str, float]] | None = None,
+        spec: RobotSpec,
         self_collision: bool = True,
         ground_plane: bool = True,
         gravity: float = -9.81,
         physics_rate_hz: float = 240.0,
-        mesh_search_paths: Sequence[str | Path] = (),
     ) -> None:
-        source = str(urdf)
-        if is_urdf_text(source):
-            self.urdf_text = source
-            self.urdf_origin = '<URDF string>'
-            load_path = None
-        else:
-            load_path = resolve_urdf_path(source)
-            self.urdf_text = load_path.read_text()
-            self.urdf_origin = str(load_path)
-        try:
-            urdf_joints = {j.name: j for j in kinematics.parse_joints(self.urdf_text)}
-            self.base_link = kinematics.root_link(self.urdf_text)
-        except kinematics.UrdfError as exc:
-            raise SimConfigError(f'{self.urdf_origin}: {exc}') from exc
+        self.spec = spec
+        self.urdf_text, self.urdf_origin = spec.urdf_text, spec.urdf_origin
+        self.joint_names, self.n_joints = list(spec.joint_names), spec.n_joints
+        self.lower, self.upper = spec.lower, spec.upper
+        self.velocity_limits, self.effort_limits = spec.velocity_limits, spec.effort_limits
+        self._efforts = self.effort_limits.tolist()
+        self.ee_link, self.base_link, self.fk_chain = spec.ee_link, spec.base_link, spec.fk_chain
+        self.base_position, self.base_orientation = spec.base_position, spec.base_orientation
 
         self.client = p.connect(p.DIRECT)
         if self.client < 0:
             raise RuntimeError('could not start a pybullet DIRECT client')
         cid = self.client
-        data = pybullet_data_path()
-        p.setAdditionalSearchPath(data, physicsClientId=cid)
+        p.setAdditionalSearchPath(pybullet_data.getDataPath(), physicsClientId=cid)
         p.setTimeStep(1.0 / physics_rate_hz, physicsClientId=cid)
         p.setGravity(0.0, 0.0, gravity, physicsClientId=cid)
-        self.base_position = tuple(float(v) for v in base_position)
-        self.base_orientation = tuple(float(v) for v in base_orientation)
         flags = p.URDF_USE_SELF_COLLISION | p.URDF_USE_SELF_COLLISION_EXCLUDE_PARENT \
             if self_collision else 0
-        self._mesh_dirs = [*([load_path.parent] if load_path else []), *mesh_search_paths]
-        self.body = self._load(load_path, flags, mesh_search_paths)
+        self.body = self._load(flags)
         if ground_plane:
             p.loadURDF('plane.urdf', physicsClientId=cid)
 
@@ -180,33 +88,13 @@ class Robot:
         self.parent_index = {info[0]: info[16] for info in infos}
         self._infos = infos
         by_name = {info[1].decode(): info for info in infos}
-        if joint_names is None:
-            joint_names = [info[1].decode() for info in infos if info[2] in _MOVABLE_PB_TYPES]
-            if not joint_names:
-                raise SimConfigError(f'{self.urdf_origin}: URDF has no movable '
-                                     '(revolute/prismatic/continuous) joints')
-        for name in joint_names:
-            if name not in by_name:
-                raise SimConfigError(f'{self.urdf_origin}: joint {name!r} not in URDF '
-                                     f'(joints: {sorted(by_name)})')
-            if by_name[name][2] not in _MOVABLE_PB_TYPES:
-                raise SimConfigError(f'{self.urdf_origin}: joint {name!r} is not movable')
-        self.joint_names = list(joint_names)
+        unusable = [n for n in self.joint_names
+                    if n not in by_name or by_name[n][2] not in _MOVABLE_PB_TYPES]
+        if unusable or self.ee_link not in self.link_index:
+            raise RobotConfigError(f'{self.urdf_origin}: PyBullet loads no movable joints '
+                                   f'{unusable} or no link {self.ee_link!r}')
         self.joint_indices = [by_name[n][0] for n in self.joint_names]
-        self.n_joints = len(self.joint_indices)
-        self._read_limits(urdf_joints, limits or {})
-
-        if ee_link is None:
-            ee_link = urdf_joints[self.joint_names[-1]].child
-        if ee_link not in self.link_index:
-            raise SimConfigError(f'{self.urdf_origin}: end-effector link {ee_link!r} not in URDF '
-                                 f'(links: {sorted(self.link_index)})')
-        if ee_link == self.base_link:
-            raise SimConfigError(f'{self.urdf_origin}: end-effector link {ee_link!r} is the base')
-        self.ee_link = ee_link
-        self.ee_index = self.link_index[ee_link]
-        self.fk_chain = kinematics.parse_chain(self.urdf_text, base_link=self.base_link,
-                                               ee_link=ee_link)
+        self.ee_index = self.link_index[self.ee_link]
 
         self.self_collision = self_collision
         self.nominal_masses = [p.getDynamicsInfo(self.body, i, physicsClientId=cid)[0]
@@ -227,16 +115,16 @@ class Robot:
     # ------------------------------------------------------------------ loading
     def portable_urdf(self) -> str:
         """Return the URDF text with its mesh file names made absolute (loadable from here)."""
-        return _resolve_mesh_paths(self.urdf_text, _with_pybullet_data(self._mesh_dirs))
+        return self.spec.portable_urdf()
 
-    def _load(self, load_path: Path | None, flags: int, mesh_dirs: Sequence[str | Path]) -> int:
-        cid = self.client
+    def _load(self, flags: int) -> int:
+        spec, cid = self.spec, self.client
         kwargs = {'basePosition': self.base_position, 'baseOrientation': self.base_orientation,
                   'useFixedBase': True, 'flags': flags, 'physicsClientId': cid}
-        if load_path is not None:
-            body = p.loadURDF(str(load_path), **kwargs)
+        if spec.urdf_path is not None:
+            body = p.loadURDF(str(spec.urdf_path), **kwargs)
         else:
-            text = _resolve_mesh_paths(self.urdf_text, _with_pybullet_data(mesh_dirs))
+            text = resolve_mesh_paths(spec.urdf_text, mesh_search_dirs(spec.mesh_dirs))
             fd, tmp = tempfile.mkstemp(suffix='.urdf', prefix='trpo_ros_')
             try:
                 with os.fdopen(fd, 'w') as handle:
@@ -245,37 +133,8 @@ class Robot:
             finally:
                 os.unlink(tmp)
         if body < 0:
-            raise SimConfigError(f'pybullet could not load URDF {self.urdf_origin}')
+            raise RobotConfigError(f'pybullet could not load URDF {self.urdf_origin}')
         return body
-
-    def _read_limits(self, urdf_joints: Mapping[str, kinematics.UrdfJoint],
-                     overrides: Mapping[str, Mapping[str, float]]) -> None:
-        unknown = sorted(set(overrides) - set(self.joint_names))
-        if unknown:
-            raise SimConfigError(f'{self.urdf_origin}: limit overrides for joints {unknown} '
-                                 f'that are not controlled ({self.joint_names})')
-        lower, upper, vel, eff = [], [], [], []
-        for name in self.joint_names:
-            joint = urdf_joints[name]
-            values = {'lower': joint.lower, 'upper': joint.upper,
-                      'velocity': joint.velocity or DEFAULT_VELOCITY_LIMIT,
-                      'effort': joint.effort or DEFAULT_EFFORT_LIMIT}
-            extra = sorted(set(overrides.get(name, {})) - set(LIMIT_KEYS))
-            if extra:
-                raise SimConfigError(f'joint {name!r}: unknown limit keys {extra}')
-            values.update({k: float(v) for k, v in overrides.get(name, {}).items()})
-            if not values['lower'] < values['upper']:
-                raise SimConfigError(f'joint {name!r}: lower limit {values["lower"]} is not '
-                                     f'below upper limit {values["upper"]}')
-            if values['velocity'] <= 0 or values['effort'] <= 0:
-                raise SimConfigError(f'joint {name!r}: velocity and effort limits must be > 0')
-            lower.append(values['lower'])
-            upper.append(values['upper'])
-            vel.append(values['velocity'])
-            eff.append(values['effort'])
-        self.lower, self.upper = np.array(lower), np.array(upper)
-        self.velocity_limits, self.effort_limits = np.array(vel), np.array(eff)
-        self._efforts = self.effort_limits.tolist()
 
     # ------------------------------------------------------------------ collisions
     def disable_default_collisions(self) -> list[tuple[int, int]]:
@@ -335,7 +194,7 @@ class Robot:
     def set_control_mode(self, mode: str, position_gain: float = 0.5) -> None:
         """Select the pybullet motor mode; torque mode disables the default velocity motors."""
         if mode not in CONTROL_MODES:
-            raise SimConfigError(f'unknown control mode {mode!r} (choose from {CONTROL_MODES})')
+            raise RobotConfigError(f'unknown control mode {mode!r} (choose from {CONTROL_MODES})')
         self.control_mode = mode
         self._gains = [float(position_gain)] * self.n_joints
         # Cap joint speeds at the velocity limits (keeps torque-mode soft limits effective).

@@ -44,7 +44,7 @@ TASK_KEYS = ('control_mode', 'max_delta', 'control_rate_hz', 'physics_rate_hz', 
 LIMIT_KEYS = ('lower', 'upper', 'velocity', 'effort')
 
 
-class SimConfigError(UserError):
+class RobotConfigError(UserError):
     """A robot/task description is unusable (missing file, unknown link/joint/mode, ...)."""
 
 
@@ -67,7 +67,7 @@ def find_sim_file(name: str | os.PathLike) -> Path:
 
     Raises
     ------
-        SimConfigError: the file exists in none of the searched places (they are listed).
+        RobotConfigError: the file exists in none of the searched places (they are listed).
 
     """
     path = Path(name).expanduser()
@@ -80,7 +80,7 @@ def find_sim_file(name: str | os.PathLike) -> Path:
             if candidate.is_file():
                 return candidate.resolve()
             tried.append(str(candidate))
-    raise SimConfigError(f'sim file {str(name)!r} not found (looked at: {", ".join(tried)})')
+    raise RobotConfigError(f'sim file {str(name)!r} not found (looked at: {", ".join(tried)})')
 
 
 def load_robot_yaml(name: str | os.PathLike | Mapping[str, Any]) -> dict[str, Any]:
@@ -98,24 +98,25 @@ def load_robot_yaml(name: str | os.PathLike | Mapping[str, Any]) -> dict[str, An
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
-            raise SimConfigError(f'{path}: invalid YAML: {exc}') from exc
+            raise RobotConfigError(f'{path}: invalid YAML: {exc}') from exc
     if not isinstance(data, dict):
-        raise SimConfigError(f'{path}: expected a mapping at the top level')
+        raise RobotConfigError(f'{path}: expected a mapping at the top level')
     robot = data.get('robot') or {}
     task = data.get('task') or {}
     for section, values, allowed in (('robot', robot, ROBOT_KEYS), ('task', task, TASK_KEYS)):
         if not isinstance(values, dict):
-            raise SimConfigError(f'{path}: `{section}` must be a mapping')
+            raise RobotConfigError(f'{path}: `{section}` must be a mapping')
         unknown = sorted(set(values) - set(allowed))
         if unknown:
-            raise SimConfigError(f'{path}: unknown {section} keys {unknown} (allowed: {allowed})')
+            raise RobotConfigError(f'{path}: unknown {section} keys {unknown} '
+                                   f'(allowed: {allowed})')
     if 'urdf' not in robot:
-        raise SimConfigError(f'{path}: robot.urdf is required')
+        raise RobotConfigError(f'{path}: robot.urdf is required')
     urdf = str(robot['urdf'])
     if '<robot' not in urdf and not Path(urdf).is_absolute() and (path.parent / urdf).is_file():
         robot['urdf'] = str((path.parent / urdf).resolve())
     mode = task.get('control_mode')
     if mode is not None and mode not in CONTROL_MODES:
-        raise SimConfigError(f'{path}: unknown control_mode {mode!r} '
-                             f'(choose from {CONTROL_MODES})')
+        raise RobotConfigError(f'{path}: unknown control_mode {mode!r} '
+                               f'(choose from {CONTROL_MODES})')
     return {'path': str(path), 'robot': robot, 'task': task}
