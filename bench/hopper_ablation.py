@@ -95,8 +95,8 @@ def run(variant: str, seed: int, steps: int = 100_000) -> dict:
             def act(obs):
                 x = np.clip((obs - rms.mean) / np.sqrt(rms.var + 1e-8), -10, 10)
                 with torch.no_grad():
-                    u = trainer.actor(torch.as_tensor(x[None], dtype=torch.float32))
-                    return trainer.scaler(u)[0].numpy()
+                    u = trainer.policy.actor(torch.as_tensor(x[None], dtype=torch.float32))
+                    return trainer.policy.scaler(u)[0].numpy()
             result = rollout.evaluate(env, act, 10, seed=seed + 10_000)
             env.close()
         else:

@@ -26,8 +26,9 @@ import timeit
 
 import numpy as np
 import torch
-from trpo_ros.core.checkpoint import build_modules, PolicyBundle
+from trpo_ros.core.checkpoint import PolicyBundle
 from trpo_ros.core.config import TRPOConfig
+from trpo_ros.core.policy import PolicyModel
 from trpo_ros.export import env_obs_to_input, export_onnx, PolicyGraph
 from trpo_ros.runtime import Policy
 
@@ -50,10 +51,10 @@ def kuka_info() -> dict:
 def make_bundle(info: dict, obs_dim: int, low: np.ndarray, high: np.ndarray) -> PolicyBundle:
     torch.manual_seed(0)
     config = TRPOConfig(env_id='trpo_ros/KukaReach-v0' if info else 'bench/Plain-v0')
-    norm, actor, scaler = build_modules(config, obs_dim, low, high)
-    norm.merge(torch.linspace(-0.5, 0.5, obs_dim, dtype=torch.float64),
-               torch.linspace(0.1, 2.0, obs_dim, dtype=torch.float64), 1000)
-    return PolicyBundle(config, norm.eval(), actor.eval(), scaler, info, 0, 0)
+    policy = PolicyModel.build(config, obs_dim, low, high)
+    policy.normalizer.merge(torch.linspace(-0.5, 0.5, obs_dim, dtype=torch.float64),
+                            torch.linspace(0.1, 2.0, obs_dim, dtype=torch.float64), 1000)
+    return PolicyBundle(config, policy.eval(), info, 0, 0)
 
 
 def per_call_us(fn, calls: int) -> float:

@@ -36,8 +36,8 @@ for _key, _value in LOCAL_RAY_ENV.items():  # before the first `import ray`: sta
 import ray  # noqa: E402, I100
 import torch  # noqa: E402
 from trpo_ros.core.backends import make_collector  # noqa: E402
-from trpo_ros.core.checkpoint import build_modules  # noqa: E402
 from trpo_ros.core.config import TRPOConfig  # noqa: E402
+from trpo_ros.core.policy import PolicyModel  # noqa: E402
 from trpo_ros.core.ray_rollout import make_payload  # noqa: E402
 from trpo_ros.core.rollout import make_env  # noqa: E402
 from trpo_ros.core.trainer import Trainer  # noqa: E402
@@ -124,8 +124,7 @@ def main() -> None:
     base = TRPOConfig(env_id=args.env, n_steps=args.n_steps, seed=0)
     env = make_env(args.env)
     space = env.action_space
-    normalizer, actor, scaler = build_modules(base, env.observation_space.shape[0],
-                                              space.low, space.high)
+    policy = PolicyModel.build(base, env.observation_space.shape[0], space.low, space.high)
     env.close()
     setups = {'local, 1 env': base.replace(n_envs=1),
               'local, 2 envs': base.replace(n_envs=2),
@@ -138,8 +137,7 @@ def main() -> None:
     generator = torch.Generator().manual_seed(0)
     sizes = {}
     for name, collector in collectors.items():  # warm-up, untimed
-        sizes[name] = batch_bytes(collector.collect(args.n_steps, normalizer, actor, scaler,
-                                                    generator))
+        sizes[name] = batch_bytes(collector.collect(args.n_steps, policy, generator))
     # CPU seconds of the processes each backend uses: this process, its env processes or
     # worker actors and, for Ray, Ray's own processes (raylet, GCS, agents, idle workers).
     # CPU time is what the backends cost; wall time also depends on other load on the machine.
@@ -155,7 +153,7 @@ def main() -> None:
         for name, collector in collectors.items():
             before = process_table()
             start = time.perf_counter()
-            collector.collect(args.n_steps, normalizer, actor, scaler, generator)
+            collector.collect(args.n_steps, policy, generator)
             times[name].append(time.perf_counter() - start)
             after = process_table()
             cpu[name] += sum(after[pid][1] - before[pid][1] for pid in counted[name]
@@ -163,14 +161,14 @@ def main() -> None:
     round_trip = []
     for _ in range(20):
         start = time.perf_counter()
-        collectors['ray, 2 workers'].collect(1, normalizer, actor, scaler, generator)
+        collectors['ray, 2 workers'].collect(1, policy, generator)
         round_trip.append(time.perf_counter() - start)
     for collector in collectors.values():
         collector.close()
     ray.shutdown()
     learner_per_sample = learner_seconds_per_sample(args.env, args.n_steps)
 
-    payload = make_payload(normalizer, actor, scaler, generator)
+    payload = make_payload(policy, generator)
     payload_bytes = len(pickle.dumps(payload, protocol=5))
     print(f'# trpo_ros rollout scaling, {datetime.datetime.now().isoformat(timespec="seconds")}')
     print(f'# machine: {platform.platform()}, {platform.processor() or platform.machine()}, '

@@ -13,8 +13,9 @@ import onnx
 import pytest
 import torch
 from trpo_ros import export
-from trpo_ros.core.checkpoint import build_modules, PolicyBundle, save_checkpoint
+from trpo_ros.core.checkpoint import PolicyBundle, save_checkpoint
 from trpo_ros.core.config import TRPOConfig
+from trpo_ros.core.policy import PolicyModel
 from trpo_ros.export import export_onnx, ExportError, reference_action
 from trpo_ros.robot import kinematics
 from trpo_ros.runtime import Policy
@@ -25,13 +26,14 @@ pytestmark = pytest.mark.unit
 def make_bundle(info, obs_dim, low, high, env_id, seed=0, weight_std=0.3):
     torch.manual_seed(seed)
     config = TRPOConfig(env_id=env_id)
-    norm, actor, scaler = build_modules(config, obs_dim, np.asarray(low), np.asarray(high))
+    policy = PolicyModel.build(config, obs_dim, np.asarray(low), np.asarray(high))
+    norm, actor = policy.normalizer, policy.actor
     for p in actor.parameters():
         p.data.normal_(0.0, weight_std)
     rng = np.random.default_rng(seed)
     norm.merge(torch.tensor(rng.normal(0.0, 0.5, obs_dim)),
                torch.tensor(rng.uniform(0.05, 3.0, obs_dim)), 1000)
-    return PolicyBundle(config, norm.eval(), actor.eval(), scaler, info, 7, 1234)
+    return PolicyBundle(config, policy.eval(), info, 7, 1234)
 
 
 @pytest.fixture(scope='module')
@@ -236,7 +238,8 @@ def test_export_from_checkpoint_and_errors(pendulum, tmp_path):
     bundle, _ = pendulum
     state = {'config': bundle.config.to_dict(), 'iteration': 3, 'env_steps': 99, 'obs_dim': 3,
              'action_low': [-2.0], 'action_high': [2.0], 'env_info': json.dumps({}),
-             'actor': bundle.actor.state_dict(), 'normalizer': bundle.normalizer.state_dict()}
+             'actor': bundle.policy.actor.state_dict(),
+             'normalizer': bundle.policy.normalizer.state_dict()}
     run = tmp_path / 'run'
     save_checkpoint(state, run / 'checkpoints', 3)
     path = export_onnx(run, run / 'policy.onnx', n_verify=32)

@@ -13,17 +13,19 @@ pytestmark = pytest.mark.unit
 
 def _pendulum_bundle():
     import torch
-    from trpo_ros.core.checkpoint import build_modules, PolicyBundle
+    from trpo_ros.core.checkpoint import PolicyBundle
     from trpo_ros.core.config import TRPOConfig
+    from trpo_ros.core.policy import PolicyModel
 
     torch.manual_seed(1)
     config = TRPOConfig(env_id='Pendulum-v1')
-    norm, actor, scaler = build_modules(config, 3, np.array([-2.0]), np.array([2.0]))
+    policy = PolicyModel.build(config, 3, np.array([-2.0]), np.array([2.0]))
+    norm, actor = policy.normalizer, policy.actor
     for p in actor.parameters():
         p.data.normal_(0.0, 0.3)
     norm.merge(torch.tensor([0.2, -0.1, 0.5], dtype=torch.float64),
                torch.tensor([0.4, 0.3, 4.0], dtype=torch.float64), 500)
-    return PolicyBundle(config, norm.eval(), actor.eval(), scaler, {}, 1, 100)
+    return PolicyBundle(config, policy.eval(), {}, 1, 100)
 
 
 @pytest.fixture(scope='module')

@@ -72,7 +72,7 @@ class ExportError(UserError):
 
 def env_obs_names(bundle: PolicyBundle) -> list[str]:
     """Names of the env observation entries (spec_info obs_names, else `obs/<i>`)."""
-    obs_dim = int(bundle.normalizer.mean.numel())
+    obs_dim = int(bundle.policy.normalizer.mean.numel())
     names = bundle.env_info.get('obs_names')
     if names is None:
         return [f'obs/{i}' for i in range(obs_dim)]
@@ -89,7 +89,7 @@ def input_names(bundle: PolicyBundle) -> list[str]:
 
 def joint_names(bundle: PolicyBundle) -> list[str]:
     """Names of the action entries (controlled joints, or `action/<i>` for plain envs)."""
-    n_act = int(bundle.scaler.center.numel())
+    n_act = int(bundle.policy.scaler.center.numel())
     names = bundle.env_info.get('joint_names')
     if names is None:
         return [f'action/{i}' for i in range(n_act)]
@@ -150,8 +150,8 @@ def action_bounds(bundle: PolicyBundle) -> tuple[np.ndarray, np.ndarray]:
         low = np.asarray(bundle.env_info['joint_lower'], np.float32)
         high = np.asarray(bundle.env_info['joint_upper'], np.float32)
         return low, high
-    bounded = bundle.scaler.bounded.numpy()
-    center, half = bundle.scaler.center.numpy(), bundle.scaler.half_range.numpy()
+    bounded = bundle.policy.scaler.bounded.numpy()
+    center, half = bundle.policy.scaler.center.numpy(), bundle.policy.scaler.half_range.numpy()
     low = np.where(bounded, center - half, -np.inf).astype(np.float32)
     high = np.where(bounded, center + half, np.inf).astype(np.float32)
     return low, high
@@ -226,7 +226,8 @@ class PolicyGraph(nn.Module):
 
     def __init__(self, bundle: PolicyBundle) -> None:
         super().__init__()
-        self.normalizer, self.actor, self.scaler = bundle.normalizer, bundle.actor, bundle.scaler
+        policy = bundle.policy
+        self.normalizer, self.actor, self.scaler = policy.normalizer, policy.actor, policy.scaler
         names, inputs = env_obs_names(bundle), input_names(bundle)
         ee_names = [f'ee_pos/{a}' for a in 'xyz']
         present = [n for n in ee_names if n in names]
@@ -246,8 +247,8 @@ class PolicyGraph(nn.Module):
             # env obs = [input, ee_pos] permuted into the env order
             extended = inputs + ee_names
             self.register_buffer('perm', torch.tensor([extended.index(n) for n in names]))
-        self.all_bounded = bool(bundle.scaler.bounded.all())
-        self.zero_center = not bool(bundle.scaler.center.any())
+        self.all_bounded = bool(bundle.policy.scaler.bounded.all())
+        self.zero_center = not bool(bundle.policy.scaler.center.any())
         self.delta = _is_delta(bundle)
         if self.delta:
             cols = _joint_columns(inputs, joint_names(bundle))
@@ -387,9 +388,9 @@ def verification_inputs(bundle: PolicyBundle, n: int = 300, seed: int = 0) -> np
     rng = np.random.default_rng(seed)
     names, inputs = env_obs_names(bundle), input_names(bundle)
     cols = [names.index(n) for n in inputs]
-    mean = bundle.normalizer.mean.numpy()[cols]
-    std = np.sqrt(bundle.normalizer.var.numpy()[cols] + 1e-8)
-    if not bundle.normalizer.enabled:
+    mean = bundle.policy.normalizer.mean.numpy()[cols]
+    std = np.sqrt(bundle.policy.normalizer.var.numpy()[cols] + 1e-8)
+    if not bundle.policy.normalizer.enabled:
         mean, std = np.zeros_like(mean), np.ones_like(std)
     n_far = max(4, n // 10)
     near = mean + 3.0 * std * rng.standard_normal((n - n_far, len(cols)))

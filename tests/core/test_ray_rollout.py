@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import torch
 from trpo_ros.core.backends import make_collector
-from trpo_ros.core.checkpoint import build_modules
 from trpo_ros.core.config import ConfigError, TRPOConfig
 from trpo_ros.core.metrics import read_metrics, TIMING
 from trpo_ros.core.networks import ObsNormalizer
+from trpo_ros.core.policy import PolicyModel
 from trpo_ros.core.rollout import make_env
 from trpo_ros.core.trainer import Trainer
 
@@ -44,12 +44,12 @@ def local_ray(tmp_path_factory: pytest.TempPathFactory):
     ray.shutdown()
 
 
-def _modules(config: TRPOConfig):
+def _policy(config: TRPOConfig) -> PolicyModel:
     env = make_env(config.env_id, config.env_kwargs)
     space = env.action_space
-    modules = build_modules(config, env.observation_space.shape[0], space.low, space.high)
+    policy = PolicyModel.build(config, env.observation_space.shape[0], space.low, space.high)
     env.close()
-    return modules
+    return policy
 
 
 def test_trainer_on_two_workers_batch_metrics_and_normalizer(tmp_path):
@@ -78,21 +78,22 @@ def test_trainer_on_two_workers_batch_metrics_and_normalizer(tmp_path):
     assert len(batches[0].episode_returns) == 2
     # The learner's normalizer has taken in every raw observation of both workers: the
     # reset ones and one per step per env.
-    assert float(trainer.normalizer.count) == pytest.approx(2 + 3 * 512 + 1e-4)
+    assert float(trainer.policy.normalizer.count) == pytest.approx(2 + 3 * 512 + 1e-4)
     assert [b.obs_moments[2] for b in batches] == [514, 512, 512]
     reference = ObsNormalizer(3)
     for batch in batches:
         reference.merge(*batch.obs_moments)
-    assert torch.allclose(trainer.normalizer.mean, reference.mean, rtol=1e-12, atol=1e-12)
-    assert torch.allclose(trainer.normalizer.var, reference.var, rtol=1e-12, atol=1e-12)
+    assert torch.allclose(trainer.policy.normalizer.mean, reference.mean, rtol=1e-12, atol=1e-12)
+    assert torch.allclose(trainer.policy.normalizer.var, reference.var, rtol=1e-12, atol=1e-12)
     # Pendulum's observations are cos, sin and velocity: the running mean of cos/sin is in
     # [-1, 1] and the variance is positive.
-    assert torch.all(trainer.normalizer.mean[:2].abs() <= 1) and torch.all(reference.var > 0)
+    mean = trainer.policy.normalizer.mean
+    assert torch.all(mean[:2].abs() <= 1) and torch.all(reference.var > 0)
 
 
 def test_one_worker_reproduces_local_backend():
     local_config = TRPOConfig(**PENDULUM, n_envs=1)
-    normalizer, actor, scaler = _modules(local_config)
+    policy = _policy(local_config)
     local = make_collector(local_config, seed=11)
     remote = make_collector(local_config.replace(rollout_backend='ray', num_workers=1,
                                                  envs_per_worker=1), seed=11)
@@ -100,8 +101,8 @@ def test_one_worker_reproduces_local_backend():
     g_local, g_ray = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
     try:
         for _ in range(2):  # the second batch continues episodes and the generator stream
-            a = local.collect(256, normalizer, actor, scaler, g_local)
-            b = remote.collect(256, normalizer, actor, scaler, g_ray)
+            a = local.collect(256, policy, g_local)
+            b = remote.collect(256, policy, g_ray)
             for name in ('obs', 'actions', 'rewards', 'terminated', 'truncated', 'next_obs'):
                 np.testing.assert_array_equal(getattr(a, name), getattr(b, name), name)
             assert a.episode_returns == b.episode_returns
@@ -109,7 +110,7 @@ def test_one_worker_reproduces_local_backend():
             assert torch.equal(g_local.get_state(), g_ray.get_state())
             assert a.obs_moments[2] == b.obs_moments[2]
             np.testing.assert_array_equal(a.obs_moments[0], b.obs_moments[0])
-            normalizer.merge(*a.obs_moments)
+            policy.normalizer.merge(*a.obs_moments)
     finally:
         local.close()
         remote.close()
@@ -141,7 +142,7 @@ def test_one_worker_trainer_metrics_equal_local(tmp_path):
 def test_killed_worker_is_restarted_and_its_share_collected_again():
     config = TRPOConfig(env_id='trpo_ros/KukaReach-v0', rollout_backend='ray', num_workers=2,
                         envs_per_worker=1, seed=5)
-    normalizer, actor, scaler = _modules(config)
+    policy = _policy(config)
     collector = RayCollector(config, seed=5)
     generator = torch.Generator().manual_seed(0)
     victim = collector.workers[0]
@@ -150,7 +151,7 @@ def test_killed_worker_is_restarted_and_its_share_collected_again():
         killer = threading.Timer(0.5, lambda: ray.kill(victim, no_restart=True))
         killer.start()
         started = time.perf_counter()
-        batch = collector.collect(n_steps, normalizer, actor, scaler, generator)
+        batch = collector.collect(n_steps, policy, generator)
         killer.join()
         assert time.perf_counter() - started > 0.5  # the kill came during collection
         assert batch.obs.shape == (n_steps, 2, 20) and batch.size == 2 * n_steps
@@ -159,7 +160,7 @@ def test_killed_worker_is_restarted_and_its_share_collected_again():
         assert np.all(np.isfinite(batch.obs)) and np.abs(batch.obs[:, 0]).sum() > 0
         # Fresh envs are reseeded: the replacement does not replay the other worker.
         assert not np.array_equal(batch.obs[0, 0], batch.obs[0, 1])
-        again = collector.collect(100, normalizer, actor, scaler, generator)
+        again = collector.collect(100, policy, generator)
         assert again.lost_steps == 0 and again.size == 200
     finally:
         collector.close()

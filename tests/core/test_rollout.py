@@ -4,13 +4,8 @@ import pytest
 import torch
 from trpo_ros.core.config import TRPOConfig
 from trpo_ros.core.networks import ActionScaler, GaussianActor, ObsNormalizer
-from trpo_ros.core.rollout import (
-    make_vector_env,
-    RewardScaler,
-    RolloutCollector,
-    RolloutPolicy,
-    RunningObsNormalizer,
-)
+from trpo_ros.core.policy import PolicyModel, RolloutPolicy, RunningObsNormalizer
+from trpo_ros.core.rollout import make_vector_env, RewardScaler, RolloutCollector
 
 
 @pytest.mark.unit
@@ -40,11 +35,11 @@ def test_collector_counts_episodes_across_batches_and_keeps_final_obs():
     config = TRPOConfig(env_id='Pendulum-v1', n_envs=1)
     collector = RolloutCollector(make_vector_env(config), seed=0)
     space = gym.make('Pendulum-v1').action_space
-    modules = (ObsNormalizer(3), GaussianActor(3, 1, (8,), 0.0),
-               ActionScaler(space.low, space.high))
+    policy = PolicyModel(ObsNormalizer(3), GaussianActor(3, 1, (8,), 0.0),
+                         ActionScaler(space.low, space.high))
     generator = torch.Generator().manual_seed(0)
-    first = collector.collect(150, *modules, generator)
-    second = collector.collect(150, *modules, generator)
+    first = collector.collect(150, policy, generator)
+    second = collector.collect(150, policy, generator)
     collector.close()
     assert first.episode_lengths == [] and second.episode_lengths == [200]
     t = int(np.flatnonzero(second.truncated[:, 0])[0])
@@ -83,7 +78,8 @@ def test_collector_normalizes_each_observation_with_statistics_that_include_it()
     space = envs.single_action_space
     actor, scaler = GaussianActor(3, 1, (8,), 0.0), ActionScaler(space.low, space.high)
     generator = torch.Generator().manual_seed(0)
-    first = collector.collect(250, normalizer, actor, scaler, generator)
+    policy = PolicyModel(normalizer, actor, scaler)
+    first = collector.collect(250, policy, generator)
     # Pendulum truncates at 200: the recorder saw the final obs, then the reset obs.
     final, raw = seen[200], np.array(seen[:200] + seen[201:], np.float64)
     assert len(raw) == 251 and first.truncated[199, 0]
@@ -104,7 +100,7 @@ def test_collector_normalizes_each_observation_with_statistics_that_include_it()
     np.testing.assert_allclose(mean, raw.mean(0), rtol=1e-9)
     np.testing.assert_allclose(var, raw.var(0), rtol=1e-9)
     normalizer.merge(*first.obs_moments)
-    second = collector.collect(10, normalizer, actor, scaler, generator)
+    second = collector.collect(10, policy, generator)
     assert second.obs_moments[2] == 10  # the reset observation is counted only once
     np.testing.assert_allclose(second.obs[0, 0], first.next_obs[-1, 0], rtol=1e-5, atol=1e-5)
     collector.close()

@@ -66,9 +66,9 @@ def test_resume_continues_iteration_delta_and_weights(tmp_path):
                       tensorboard=False)
     assert resumed.iteration == first.iteration == state['iteration']
     assert resumed.trust_region.delta == first.trust_region.delta
-    for name, tensor in resumed.actor.state_dict().items():
+    for name, tensor in resumed.policy.actor.state_dict().items():
         assert torch.equal(tensor, state['actor'][name])
-    assert torch.equal(resumed.normalizer.mean, state['normalizer']['mean'])
+    assert torch.equal(resumed.policy.normalizer.mean, state['normalizer']['mean'])
     resumed.train()
     resumed.close()
     rows = read_metrics(run / 'metrics.csv')
@@ -143,7 +143,7 @@ def test_regression_guard_restores_previous_policy_and_shrinks_delta(tmp_path):
     row = trainer.train_iteration()
     trainer.close()
     assert row['train/rolled_back'] == 1.0 and row['train/step_accepted'] == 0.0
-    assert torch.equal(parameters_to_vector(trainer.actor.parameters()), before_step)
+    assert torch.equal(parameters_to_vector(trainer.policy.actor.parameters()), before_step)
     assert row['train/delta_next'] == max(config.delta_min, delta * config.delta_shrink)
 
 

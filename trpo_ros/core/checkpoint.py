@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 from trpo_ros.core.config import from_dict, TRPOConfig
-from trpo_ros.core.networks import ActionScaler, GaussianActor, ObsNormalizer
+from trpo_ros.core.policy import PolicyModel
 from trpo_ros.errors import UserError
 
 CHECKPOINT_FORMAT = 1
@@ -134,31 +134,17 @@ def resume_config(run_dir: str | Path, overrides: Mapping[str, Any]) -> TRPOConf
 
 @dataclass
 class PolicyBundle:
-    """What acting needs: normalizer -> actor -> action scaler, plus the env description."""
+    """What acting needs: the policy (normalizer -> actor -> scaler) and the env description."""
 
     config: TRPOConfig
-    normalizer: ObsNormalizer
-    actor: GaussianActor
-    scaler: ActionScaler
+    policy: PolicyModel
     env_info: dict[str, Any]
     iteration: int
     env_steps: int
 
-    @torch.no_grad()
     def act(self, obs: np.ndarray) -> np.ndarray:
         """Deterministic env action(s) for observation(s), as in evaluation."""
-        x = torch.as_tensor(np.asarray(obs, np.float32))
-        single = x.ndim == 1
-        action = self.scaler(self.actor(self.normalizer(x.reshape(1, -1) if single else x)))
-        return action[0].numpy() if single else action.numpy()
-
-
-def build_modules(config: TRPOConfig, obs_dim: int, action_low: np.ndarray,
-                  action_high: np.ndarray) -> tuple[ObsNormalizer, GaussianActor, ActionScaler]:
-    """Build the acting modules for a config and the env's spaces (fresh weights)."""
-    normalizer = ObsNormalizer(obs_dim, config.obs_clip, config.normalize_obs)
-    actor = GaussianActor(obs_dim, len(action_low), config.hidden_sizes, config.init_log_std)
-    return normalizer, actor, ActionScaler(action_low, action_high)
+        return self.policy.act(obs)
 
 
 def load_policy(run_dir_or_checkpoint: str | Path) -> PolicyBundle:
@@ -167,10 +153,9 @@ def load_policy(run_dir_or_checkpoint: str | Path) -> PolicyBundle:
     state = load_checkpoint(path)
     config = from_dict(state['config'])
     low, high = np.array(state['action_low']), np.array(state['action_high'])
-    normalizer, actor, scaler = build_modules(config, int(state['obs_dim']), low, high)
-    normalizer.load_state_dict(state['normalizer'])
-    actor.load_state_dict(state['actor'])
-    normalizer.eval()
-    actor.eval()
-    return PolicyBundle(config, normalizer, actor, scaler, json.loads(state['env_info']),
-                        int(state['iteration']), int(state['env_steps']))
+    policy = PolicyModel.build(config, int(state['obs_dim']), low, high)
+    policy.normalizer.load_state_dict(state['normalizer'])
+    policy.actor.load_state_dict(state['actor'])
+    policy.eval()
+    return PolicyBundle(config, policy, json.loads(state['env_info']), int(state['iteration']),
+                        int(state['env_steps']))

@@ -118,9 +118,8 @@ class TrainingController:
         return not self.running
 
     def policy_copy(self) -> PolicyBundle:
-        """Return a private copy of the acting modules (taken between iterations: consistent)."""
+        """Return a private copy of the policy (taken between iterations: consistent)."""
         t = self.trainer
         with t.policy_lock:
-            normalizer, actor, scaler = copy.deepcopy((t.normalizer, t.actor, t.scaler))
-        return PolicyBundle(t.config, normalizer, actor, scaler, t.env_info, t.iteration,
-                            t.env_steps)
+            policy = copy.deepcopy(t.policy)
+        return PolicyBundle(t.config, policy, t.env_info, t.iteration, t.env_steps)

@@ -44,7 +44,8 @@ from typing import Any
 import numpy as np
 import torch
 from trpo_ros.core.config import ConfigError, from_dict, TRPOConfig
-from trpo_ros.core.networks import ActionScaler, GaussianActor, merge_moments, ObsNormalizer
+from trpo_ros.core.networks import merge_moments
+from trpo_ros.core.policy import PolicyModel
 from trpo_ros.core.rollout import Batch, make_vector_env, RolloutCollector
 
 CONNECT_TIMEOUT_S = 3.0
@@ -171,9 +172,7 @@ class RolloutWorker:
         self.collector = RolloutCollector(envs, reset_seed)
         obs_dim = envs.single_observation_space.shape[0]
         space = envs.single_action_space
-        self.normalizer = ObsNormalizer(obs_dim, cfg.obs_clip, cfg.normalize_obs)
-        self.actor = GaussianActor(obs_dim, space.shape[0], cfg.hidden_sizes, cfg.init_log_std)
-        self.scaler = ActionScaler(space.low, space.high)
+        self.policy = PolicyModel.build(cfg, obs_dim, space.low, space.high)
         self.generator = torch.Generator().manual_seed(seed)
 
     def ready(self) -> tuple[str, int]:
@@ -188,15 +187,12 @@ class RolloutWorker:
         With `use_learner_generator` the noise comes from the learner's generator state (in the
         payload) and its advanced state is returned; otherwise from this worker's own.
         """
-        for module, key in ((self.normalizer, 'normalizer'), (self.actor, 'actor'),
-                            (self.scaler, 'scaler')):
-            module.load_state_dict({k: torch.tensor(v) for k, v in payload[key].items()})
+        self.policy.load_payload(payload['policy'])
         generator = self.generator
         if use_learner_generator:
             generator = torch.Generator()
             generator.set_state(torch.tensor(payload['generator']))
-        batch = self.collector.collect(n_steps, self.normalizer, self.actor, self.scaler,
-                                       generator)
+        batch = self.collector.collect(n_steps, self.policy, generator)
         return batch, generator.get_state() if use_learner_generator else None
 
     def close(self) -> None:
@@ -204,19 +200,13 @@ class RolloutWorker:
         self.collector.close()
 
 
-def _numpy_state(module: torch.nn.Module) -> dict[str, np.ndarray]:
-    return {k: v.detach().cpu().numpy().copy() for k, v in module.state_dict().items()}
-
-
-def make_payload(normalizer: ObsNormalizer, actor: GaussianActor, scaler: ActionScaler,
-                 generator: torch.Generator) -> dict[str, Any]:
+def make_payload(policy: PolicyModel, generator: torch.Generator) -> dict[str, Any]:
     """
-    Hold what the learner sends each iteration.
+    Hold what the learner sends each iteration: the policy and the generator state.
 
     These are numpy arrays: Ray ships them without pickling their data.
     """
-    return {'normalizer': _numpy_state(normalizer), 'actor': _numpy_state(actor),
-            'scaler': _numpy_state(scaler), 'generator': generator.get_state().numpy()}
+    return {'policy': policy.payload(), 'generator': generator.get_state().numpy()}
 
 
 def concatenate(batches: list[Batch], lost_steps: int = 0) -> Batch:
@@ -297,8 +287,7 @@ class RayCollector:
         self.generations[k] += 1
         self.workers[k] = self._start(k)
 
-    def collect(self, n_steps: int, normalizer: ObsNormalizer, actor: GaussianActor,
-                scaler: ActionScaler, generator: torch.Generator,
+    def collect(self, n_steps: int, policy: PolicyModel, generator: torch.Generator,
                 cancel: Callable[[], bool] | None = None) -> Batch:
         """
         Run `n_steps` steps in every env of every worker (one remote call per worker).
@@ -306,7 +295,7 @@ class RayCollector:
         `cancel` is accepted for interface parity; the learner only waits (GIL released).
         """
         ray = self.ray
-        payload = ray.put(make_payload(normalizer, actor, scaler, generator))
+        payload = ray.put(make_payload(policy, generator))
         pending = {self.workers[k].collect.remote(payload, n_steps, k == 0): k
                    for k in range(len(self.workers))}
         results: list[Batch | None] = [None] * len(self.workers)

@@ -17,7 +17,6 @@ from torch.nn.utils import parameters_to_vector, vector_to_parameters
 from trpo_ros.core.backends import make_collector
 from trpo_ros.core.checkpoint import (
     atomic_write_bytes,
-    build_modules,
     CheckpointError,
     list_checkpoints,
     load_latest_good,
@@ -28,6 +27,7 @@ from trpo_ros.core.config import ConfigError, from_dict, TRPOConfig
 from trpo_ros.core.gae import gae
 from trpo_ros.core.metrics import METRICS, MetricsLog, plot_learning_curve
 from trpo_ros.core.networks import Critic
+from trpo_ros.core.policy import PolicyModel
 from trpo_ros.core.rollout import (
     Batch,
     CollectionCancelled,
@@ -92,8 +92,7 @@ class Trainer:
         self.env_info = env_info(self.eval_env)
         space = self.eval_env.action_space
         obs_dim = self.eval_env.observation_space.shape[0]
-        self.normalizer, self.actor, self.scaler = build_modules(config, obs_dim, space.low,
-                                                                 space.high)
+        self.policy = PolicyModel.build(config, obs_dim, space.low, space.high)
         self.critic = Critic(obs_dim, config.hidden_sizes)
         self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr)
         self.trust_region = TrustRegion(config)
@@ -171,8 +170,8 @@ class Trainer:
         """One TRPO iteration; returns its metrics row (also logged)."""
         started = time.perf_counter()
         config = self.config
-        batch = self.collector.collect(config.n_steps, self.normalizer, self.actor, self.scaler,
-                                       self.generator, cancel=self.stop_event.is_set)
+        batch = self.collector.collect(config.n_steps, self.policy, self.generator,
+                                       cancel=self.stop_event.is_set)
         self.env_steps += batch.size
         self.iteration += 1
         row = self._episode_metrics(batch)
@@ -219,7 +218,7 @@ class Trainer:
             'train/explained_variance': explained_variance(values.reshape(-1), returns),
         })
         with self.policy_lock:
-            self.normalizer.merge(*batch.obs_moments)
+            self.policy.normalizer.merge(*batch.obs_moments)
         if config.eval_every and self.iteration % config.eval_every == 0:
             row.update(self._evaluate_and_keep_best())
         elapsed = time.perf_counter() - started
@@ -235,9 +234,10 @@ class Trainer:
                      advantages: np.ndarray) -> StepResult:
         """TRPO step, remembering theta_old for the next-batch KL check and the guard."""
         actions = torch.from_numpy(batch.actions.reshape(obs.shape[0], -1))
+        actor = self.policy.actor
         with self.policy_lock:
-            self.previous_policy = parameters_to_vector(self.actor.parameters()).detach().clone()
-            step = trpo_step(self.actor, obs.detach(), actions,
+            self.previous_policy = parameters_to_vector(actor.parameters()).detach().clone()
+            step = trpo_step(actor, obs.detach(), actions,
                              torch.as_tensor(advantages, dtype=torch.float32),
                              self.trust_region.delta, self.config, self.generator)
         self.trust_region.after_step(step)
@@ -248,12 +248,13 @@ class Trainer:
         """KL(previous policy || current policy) on fresh states; shrinks delta if > delta."""
         if self.previous_policy is None:
             return math.nan
-        current = parameters_to_vector(self.actor.parameters()).detach().clone()
+        actor = self.policy.actor
+        current = parameters_to_vector(actor.parameters()).detach().clone()
         with torch.no_grad():
-            vector_to_parameters(self.previous_policy, self.actor.parameters())
-            previous = self.actor.distribution(obs)
-            vector_to_parameters(current, self.actor.parameters())
-            kl = mean_kl(previous, self.actor, obs).item()
+            vector_to_parameters(self.previous_policy, actor.parameters())
+            previous = actor.distribution(obs)
+            vector_to_parameters(current, actor.parameters())
+            kl = mean_kl(previous, actor, obs).item()
         self.trust_region.after_next_batch(kl, self.last_step_delta)
         return kl
 
@@ -266,7 +267,7 @@ class Trainer:
         if last - episode_return <= self.config.regression_tolerance * max(abs(last), 1.0):
             return False
         with self.policy_lock:
-            vector_to_parameters(self.previous_policy, self.actor.parameters())
+            vector_to_parameters(self.previous_policy, self.policy.actor.parameters())
         self.previous_policy = None
         self.last_return = last
         self.trust_region.shrink()
@@ -284,9 +285,9 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation
 
     def policy_bundle(self) -> PolicyBundle:
-        """Return the current acting modules (shared, not copied)."""
-        return PolicyBundle(self.config, self.normalizer, self.actor, self.scaler,
-                            self.env_info, self.iteration, self.env_steps)
+        """Return the current policy (shared, not copied)."""
+        return PolicyBundle(self.config, self.policy, self.env_info, self.iteration,
+                            self.env_steps)
 
     def evaluate(self, episodes: int | None = None) -> dict[str, float]:
         """Deterministic evaluation on the separate eval env."""
@@ -359,10 +360,10 @@ class Trainer:
                 'action_low': self.eval_env.action_space.low.tolist(),
                 'action_high': self.eval_env.action_space.high.tolist(),
                 'env_info': json.dumps(self.env_info),
-                'actor': self.actor.state_dict(),
+                'actor': self.policy.actor.state_dict(),
                 'critic': self.critic.state_dict(),
                 'critic_optimizer': self.critic_optimizer.state_dict(),
-                'normalizer': self.normalizer.state_dict(),
+                'normalizer': self.policy.normalizer.state_dict(),
                 'reward_scaler': self.reward_scaler.state_dict(),
                 'previous_policy': self.previous_policy,
                 'torch_rng': torch.get_rng_state(),
@@ -371,10 +372,10 @@ class Trainer:
 
     def _load_state(self, state: dict[str, Any]) -> None:
         try:
-            self.actor.load_state_dict(state['actor'])
+            self.policy.actor.load_state_dict(state['actor'])
             self.critic.load_state_dict(state['critic'])
             self.critic_optimizer.load_state_dict(state['critic_optimizer'])
-            self.normalizer.load_state_dict(state['normalizer'])
+            self.policy.normalizer.load_state_dict(state['normalizer'])
         except (KeyError, RuntimeError) as exc:
             raise CheckpointError(f'checkpoint does not fit this env/config: {exc}') from None
         self.reward_scaler.load_state_dict(state['reward_scaler'])
