@@ -9,6 +9,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+from trpo_ros import envs
 from trpo_ros.core.config import ConfigError, TRPOConfig
 from trpo_ros.core.networks import merge_moments
 from trpo_ros.core.policy import PolicyModel
@@ -17,7 +18,7 @@ from trpo_ros.core.policy import PolicyModel
 def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None,
              render_mode: str | None = None) -> gym.Env:
     """`gymnasium.make` that knows the trpo_ros ids and turns failures into ConfigError."""
-    import trpo_ros.sim  # noqa: F401 - registers the trpo_ros/* ids
+    envs.register()
     _register_optional_envs(env_id)
     kwargs = dict(env_kwargs or {})
     if render_mode is not None:

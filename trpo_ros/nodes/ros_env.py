@@ -1,144 +1,49 @@
 """
 A Gymnasium reach env whose robot lives on the other side of ROS 2 topics.
 
-`RosReachEnv` (registered as ``trpo_ros/RosReach-v0``) takes its action space, observation
-layout, reward and `spec_info()` from the same `trpo_ros.robot.ReachTask` as the PyBullet
-`trpo_ros.sim.ReachEnv` of the robot YAML (read from the YAML and URDF: no PyBullet here), so a
-policy trained over ROS exports and deploys exactly like one trained in-process. Each step
-turns the action into an ABSOLUTE joint position target (what the exported ONNX graph outputs),
-enforces the safety limits, publishes it as ``std_msgs/Float64MultiArray`` on the commands
-topic, and waits for the next ``sensor_msgs/JointState`` (mapped by joint name). The
-end-effector position comes from numpy forward kinematics on the URDF received on
-``/robot_description``. Goals are drawn here (``self.np_random``, the YAML's goal box) and
-published on ``/trpo/goal`` (PointStamped, transient local) for markers on the robot side.
-
-Design (see the README section "Training or fine-tuning over ROS 2 topics"):
-
-- The node has its own rclpy Context and is spun by a SingleThreadedExecutor on a daemon
-  thread; step/reset wait on a condition variable the state callback notifies. States are
-  time-stamped on arrival (late-state accounting in realtime mode is honest) and a service
-  future completes without the caller spinning. Several envs can coexist in one process.
-- The ROS side is connected lazily, on the first `reset()` (or `connect()`): constructing the
-  env (as the Trainer does for its evaluation env) touches no ROS entity, and `spec_info()`,
-  the spaces and `close()` work without a connection.
+`RosReachEnv` (``trpo_ros/RosReach-v0``) takes its spaces, reward and `spec_info()` from the
+same `trpo_ros.robot.ReachTask` as the PyBullet `trpo_ros.sim.ReachEnv` of the robot YAML (no
+PyBullet here), so a policy trained over ROS exports and deploys like one trained in-process.
+Each step turns the action into an ABSOLUTE joint position target (what the exported graph
+outputs), filters it, publishes it (``std_msgs/Float64MultiArray``) and waits for the
+``sensor_msgs/JointState`` that answers it; FK of the URDF on ``/robot_description`` gives the
+end effector. Goals are drawn here and published on ``/trpo/goal`` (transient local). The ROS
+side (`trpo_ros.nodes.robot_link.RobotLink`) connects on the first `reset()`: building the env
+(as the Trainer does for its evaluation env) touches no ROS entity. README: "Training or
+fine-tuning over ROS 2 topics".
 """
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Sequence
-import itertools
 import os
-import threading
 import time
 from typing import Any
 
 import gymnasium as gym
 from gymnasium.wrappers import TimeLimit
 import numpy as np
+from trpo_ros import envs
+from trpo_ros.nodes.robot_link import RobotLink, RosEnvError, RosEnvTimeout, stamp_ns
 from trpo_ros.robot import CommandFilter, kinematics
 from trpo_ros.robot.reach_task import reach_task, ReachTask
 
-ENV_ID = 'trpo_ros/RosReach-v0'
+ENV_ID = envs.ROS_ENV_ID
 SERVER_PARAMETERS = {'mode': 'lockstep', 'episode_steps': 0, 'follow_goal_topic': True}
 """sim_node parameters for serving this env: one step per command, no auto-reset at its own
 TimeLimit (the env resets episodes through ~/reset), and the env's goals on /trpo/goal."""
-TIMINGS = ('lockstep', 'realtime')
-SUPPORTED_MODES = ('position_delta', 'position')
-_node_ids = itertools.count()
-
-
-class RosEnvError(RuntimeError):
-    """The ROS side is unusable (wrong joints, no subscriber, no robot description, ...)."""
-
-
-class RosEnvTimeout(RosEnvError, TimeoutError):
-    """The other side did not answer in time (no fresh JointState, service, home pose)."""
-
-
-class _Ros:
-    """The rclpy entities of one env: own Context, node, executor thread (created on connect)."""
-
-    def __init__(self, env: RosReachEnv) -> None:
-        from geometry_msgs.msg import PointStamped
-        import rclpy
-        from rclpy.context import Context
-        from rclpy.duration import Duration
-        from rclpy.executors import SingleThreadedExecutor
-        from rclpy.signals import SignalHandlerOptions
-        from sensor_msgs.msg import JointState
-        from std_msgs.msg import Float64MultiArray, String
-        from std_srvs.srv import Trigger
-        from trpo_ros.nodes.conversions import command_qos, latched_qos, state_qos
-
-        self.rclpy, self.Duration = rclpy, Duration
-        self.PointStamped, self.Trigger = PointStamped, Trigger
-        self.context = Context()
-        rclpy.init(args=[], context=self.context, signal_handler_options=SignalHandlerOptions.NO)
-        try:
-            name = f'ros_reach_env_{os.getpid()}_{next(_node_ids)}'
-            self.node = rclpy.create_node(name, context=self.context)
-            node = self.node
-            self.command_pub = node.create_publisher(Float64MultiArray, env.command_topic,
-                                                     command_qos())
-            self.goal_pub = node.create_publisher(PointStamped, env.goal_topic, latched_qos())
-            node.create_subscription(JointState, env.state_topic, env._on_state, state_qos())
-            if env.robot_description_topic:
-                node.create_subscription(String, env.robot_description_topic,
-                                         env._on_description, latched_qos())
-            if env.ee_topic:
-                node.create_subscription(PointStamped, env.ee_topic, env._on_ee, state_qos())
-            self.reset_client = node.create_client(Trigger, env.reset_service) \
-                if env.reset_service else None
-            self.executor = SingleThreadedExecutor(context=self.context)
-            self.executor.add_node(node)
-            self.stop = threading.Event()
-            self.thread = threading.Thread(target=self._spin, name=name, daemon=True)
-            self.thread.start()
-        except Exception:
-            rclpy.shutdown(context=self.context)
-            raise
-
-    def _spin(self) -> None:
-        from trpo_ros.nodes.runner import spin_until
-
-        spin_until(self.executor, self.stop.is_set, poll=0.1)
-
-    def now_msg(self) -> Any:
-        """Return the current ROS time as builtin_interfaces/Time."""
-        return self.node.get_clock().now().to_msg()
-
-    def close(self) -> None:
-        """Stop the executor thread, destroy the node, shut the context down."""
-        self.stop.set()
-        self.thread.join(timeout=2.0)
-        self.executor.shutdown(timeout_sec=1.0)
-        try:
-            self.node.destroy_node()
-        finally:
-            if self.context.ok():
-                self.rclpy.shutdown(context=self.context)
+TIMINGS, SUPPORTED_MODES = ('lockstep', 'realtime'), ('position_delta', 'position')
 
 
 class RosReachEnv(gym.Env):
     """
-    Reach task on a robot behind ROS 2 topics, same spaces/reward as `ReachEnv`.
+    Reach task on a robot behind ROS 2 topics (the YAML's `ReachTask`, ``self.task``).
 
-    Observation (float32, ``spec_info()['obs_names']``): ``joint_pos/<j>`` (rad),
-    ``joint_vel/<j>`` (rad/s) from the JointState, ``ee_pos/x|y|z`` (m, world, FK of the
-    measured positions), ``goal/x|y|z`` (m, world).
-
-    Action: as ReachEnv (position_delta: a delta within ±min(max_delta, v_max/f); position:
-    absolute targets). The published command is the absolute target
-    ``clip(q + delta, lower, upper)``, then limited to ``|target - q| <= max_joint_velocity /
-    control_rate_hz`` and replaced by a hold (target = q) if its FK end-effector position would
-    leave the `workspace` box (moving back towards the box from outside is allowed).
-
-    Reward: the task's (``-distance - action_penalty |a_n|^2 - velocity_penalty |qd|^2``), with
-    the policy's (clipped) action; `info` has ``distance``, ``is_success``,
-    ``reward_distance``, ``reward_action``, ``reward_velocity``, plus ``late_states`` and
-    ``workspace_holds`` (counts this episode), ``velocity_capped`` (this step),
-    ``state_stamp`` (s) and ``state_count`` (arrival index of the state used).
+    ``ee_pos`` is FK of the measured positions. Commands are absolute targets through the
+    command filter: velocity cap ``|target - q| <= max_joint_velocity / control_rate_hz`` and a
+    hold (target = q) if the FK end effector would leave the `workspace` box (moving back
+    towards it is allowed). `info` has the task's terms plus ``late_states``,
+    ``workspace_holds`` (this episode), ``velocity_capped``, ``state_stamp`` (s), ``state_count``.
 
     Parameters
     ----------
@@ -151,26 +56,23 @@ class RosReachEnv(gym.Env):
     state_topic
         sensor_msgs/JointState input.
     reset_service
-        std_srvs/Trigger that starts an episode on the other side; None or ''
-        (or no such service at connect time) = drive to the YAML's home pose instead.
+        std_srvs/Trigger that starts an episode on the other side; None, '' or absent at
+        connect time = drive to the YAML's home pose instead.
     goal_topic
         PointStamped goal output (transient local), '' = do not publish.
     robot_description_topic
-        std_msgs/String URDF (transient local) used for FK; '' = use
-        the local YAML's URDF.
+        std_msgs/String URDF (transient local) used for FK; '' = the YAML's URDF.
     ee_topic
-        optional PointStamped end-effector position (world frame) used instead of
-        FK for the observation and reward (latest message, not synchronized).
+        optional PointStamped end-effector position (world frame) used instead of FK
+        (latest message, not synchronized).
     timing
         'lockstep' (one remote step per command) or 'realtime' (fixed rate).
     control_rate_hz
-        realtime command rate and the rate of the velocity cap (default:
-        the YAML's control rate).
+        realtime command rate and the rate of the velocity cap (default: the YAML's).
     state_timeout
         seconds to wait for a fresh JointState before `RosEnvTimeout`.
     connect_timeout
-        seconds to wait for the first JointState, the robot description and
-        a command subscriber at connect.
+        seconds to wait at connect for a JointState, the URDF and a command subscriber.
     workspace
         ((x, y, z) low, (x, y, z) high) box the end effector must stay in; None = off.
     max_joint_velocity
@@ -218,64 +120,51 @@ class RosReachEnv(gym.Env):
         self.task: ReachTask = reach_task(robot_yaml, robot={'joints': joints},
                                           action_penalty=action_penalty,
                                           velocity_penalty=velocity_penalty)
-        self._info = info = self.task.spec_info()
-        self.home = self.task.robot.home.copy()
-        self.action_space, self.observation_space = self.task.spaces()
-        self.episode_steps = self.task.episode_steps
-        self.robot_yaml = self.task.source
-        if info['control_mode'] not in SUPPORTED_MODES:
-            raise ValueError(f"control_mode {info['control_mode']!r} is not supported over ROS "
+        task, robot = self.task, self.task.robot
+        if task.control_mode not in SUPPORTED_MODES:
+            raise ValueError(f'control_mode {task.control_mode!r} is not supported over ROS '
                              f'(supported: {SUPPORTED_MODES})')
-        self.control_mode: str = info['control_mode']
-        self.joint_names: list[str] = list(info['joint_names'])
-        self.obs_names: list[str] = list(info['obs_names'])
-        self.lower = np.asarray(info['joint_lower'], np.float64)
-        self.upper = np.asarray(info['joint_upper'], np.float64)
-        self.goal_low = np.asarray(info['goal_low'], np.float64)
-        self.goal_high = np.asarray(info['goal_high'], np.float64)
-        self.success_threshold = float(info['success_threshold'])
+        self._info = task.spec_info()
+        self.action_space, self.observation_space = task.spaces()
+        self.robot_yaml, self.episode_steps = task.source, task.episode_steps
+        self.control_mode, self.home = task.control_mode, robot.home.copy()
+        self.joint_names, self.obs_names = list(robot.joint_names), list(task.obs_names)
+        self.lower, self.upper = robot.lower, robot.upper
+        self.goal_low, self.goal_high = task.goal_low, task.goal_high
+        self.success_threshold = task.success_threshold
         self.command_topic, self.state_topic = command_topic, state_topic
         self.reset_service = reset_service or None
         self.goal_topic, self.frame_id = goal_topic, frame_id
         self.robot_description_topic = robot_description_topic or ''
         self.ee_topic = ee_topic or None
         self.timing = timing
-        self.control_rate_hz = float(control_rate_hz or info['control_rate_hz'])
+        self.control_rate_hz = float(control_rate_hz or task.control_rate_hz)
         if self.control_rate_hz <= 0:
             raise ValueError(f'control_rate_hz must be > 0, got {control_rate_hz}')
         self.state_timeout, self.connect_timeout = float(state_timeout), float(connect_timeout)
         cap = np.broadcast_to(np.asarray(
-            max_joint_velocity if max_joint_velocity is not None else info['velocity_limits'],
+            max_joint_velocity if max_joint_velocity is not None else robot.velocity_limits,
             np.float64), self.lower.shape).copy()
         if np.any(cap <= 0):
             raise ValueError(f'max_joint_velocity must be > 0, got {max_joint_velocity}')
         self.max_joint_velocity = cap
         self._max_step = cap / self.control_rate_hz
         self.home_tolerance, self.home_timeout = float(home_tolerance), float(home_timeout)
-        self._act_low, self._act_high = self.action_space.low, self.action_space.high
-        self._base = (tuple(info['base_position']), tuple(info['base_orientation']))
-        self._set_chain([dict(j) for j in info['fk_chain']])
+        self._base = (robot.base_position, robot.base_orientation)
+        self._set_chain([dict(j) for j in robot.fk_chain])
         self._filter = CommandFilter(self.lower, self.upper, max_step=self._max_step,
                                      workspace=workspace, fk=self._fk)
 
-        self._ros: _Ros | None = None
+        self._ros: RobotLink | None = None
         self._layout: Any = None
-        self._cond = threading.Condition()
-        self._states: deque[tuple[int, float, Any]] = deque(maxlen=32)
-        self._state_count = 0
-        self._description: str | None = None
-        self._ee_msg: Any = None
         self._use_service = False
         self._used = (0, 0, None)  # (arrival count, stamp ns, msg) of the state last used
         self._q = self.home.copy()
         self._qd = np.zeros_like(self.home)
         self._ee = np.zeros(3)
         self._goal = (self.goal_low + self.goal_high) / 2.0
-        self._next_tick = 0.0
-        self.late_states = 0          # total over the env's life (realtime)
-        self.workspace_holds = 0
-        self._episode_late = 0
-        self._episode_holds = 0
+        self.late_states = self.workspace_holds = 0  # totals over the env's life
+        self._episode_late = self._episode_holds = 0
         self.last_command: np.ndarray | None = None
 
     # ------------------------------------------------------------------ connection
@@ -302,76 +191,20 @@ class RosReachEnv(gym.Env):
         self._layout = ObservationLayout(
             [f'joint_pos/{j}' for j in self.joint_names]
             + [f'joint_vel/{j}' for j in self.joint_names], self.joint_names)
-        ros = self._ros = _Ros(self)
+        ros = self._ros = RobotLink(self.command_topic, self.state_topic, self.goal_topic,
+                                    self.robot_description_topic, self.ee_topic,
+                                    self.reset_service, self.timing, self.control_rate_hz,
+                                    self.state_timeout)
         try:
-            self._check_remote()
+            chain, self._use_service = ros.check_remote(
+                self.joint_names, self.task.robot.ee_link, self.robot_description_topic,
+                self.connect_timeout)
+            if chain is not None:
+                self._set_chain(chain)
         except BaseException:
             self._ros = None
             ros.close()
             raise
-
-    def _check_remote(self) -> None:
-        ros = self._ros
-        assert ros is not None
-        deadline = time.monotonic() + self.connect_timeout
-        with self._cond:
-            got = self._cond.wait_for(lambda: self._states, timeout=self.connect_timeout)
-            first = self._states[-1][2] if got else None
-        if first is None:
-            raise RosEnvTimeout(f'no sensor_msgs/JointState on {self.state_topic} within '
-                                f'{self.connect_timeout:g} s (is the robot / sim_node running, '
-                                'same ROS_DOMAIN_ID?)')
-        remote = list(first.name)
-        missing = [j for j in self.joint_names if j not in remote]
-        if missing:
-            raise RosEnvError(
-                f'remote robot on {self.state_topic} does not publish the configured joint(s) '
-                f'{missing}; it publishes {remote}; configured joints: {self.joint_names}')
-        if self.robot_description_topic:
-            with self._cond:
-                self._cond.wait_for(lambda: self._description is not None,
-                                    timeout=max(0.0, deadline - time.monotonic()))
-                urdf = self._description
-            if urdf is None:
-                raise RosEnvTimeout(
-                    f'no URDF on {self.robot_description_topic} within {self.connect_timeout:g} s'
-                    " (pass robot_description_topic='' to use the robot YAML's URDF)")
-            self._set_chain(self._remote_chain(urdf))
-        while ros.command_pub.get_subscription_count() == 0:
-            if time.monotonic() > deadline:
-                raise RosEnvTimeout(f'nobody subscribes to {self.command_topic} '
-                                    f'(waited {self.connect_timeout:g} s)')
-            time.sleep(0.01)
-        client = ros.reset_client
-        self._use_service = bool(client is not None and client.wait_for_service(
-            timeout_sec=min(2.0, max(0.1, deadline - time.monotonic()))))
-
-    def _remote_chain(self, urdf: str) -> list[dict]:
-        try:
-            chain = kinematics.parse_chain(urdf, base_link=None, ee_link=self._info['ee_link'])
-        except kinematics.UrdfError as exc:
-            raise RosEnvError(f'URDF from {self.robot_description_topic}: {exc}') from None
-        movable = kinematics.movable_joint_names(chain)
-        off_chain = [j for j in self.joint_names if j not in movable]
-        if off_chain:
-            raise RosEnvError(f'URDF from {self.robot_description_topic}: joint(s) {off_chain} '
-                              f"are not on the chain to {self._info['ee_link']} ({movable})")
-        return chain
-
-    # ------------------------------------------------------------------ callbacks (executor)
-    def _on_state(self, msg: Any) -> None:
-        with self._cond:
-            self._state_count += 1
-            self._states.append((self._state_count, time.monotonic(), msg))
-            self._cond.notify_all()
-
-    def _on_description(self, msg: Any) -> None:
-        with self._cond:
-            self._description = msg.data
-            self._cond.notify_all()
-
-    def _on_ee(self, msg: Any) -> None:
-        self._ee_msg = msg
 
     # ------------------------------------------------------------------ gymnasium API
     def reset(self, *, seed: int | None = None,
@@ -393,7 +226,7 @@ class RosReachEnv(gym.Env):
                                                                         self.goal_high)
             self.set_goal(goal)
             self._episode_late = self._episode_holds = 0
-            self._next_tick = time.monotonic() + 1.0 / self.control_rate_hz
+            self._ros.start_clock()
         except BaseException:
             self._publish_hold()
             raise
@@ -412,10 +245,10 @@ class RosReachEnv(gym.Env):
             raise
 
     def _step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
-        action = np.clip(np.asarray(action, np.float64).reshape(-1), self._act_low,
-                         self._act_high)
-        if action.shape != self._act_low.shape:
-            raise ValueError(f'action has {action.size} values, expected {self._act_low.size}')
+        low, high = self.task.action_bounds
+        action = np.clip(np.asarray(action, np.float64).reshape(-1), low, high)
+        if action.shape != low.shape:
+            raise ValueError(f'action has {action.size} values, expected {low.size}')
         target = action if self.control_mode == 'position' else self._q + action
         target, capped = self.safe_target(target)
         self._exchange(target)
@@ -466,139 +299,49 @@ class RosReachEnv(gym.Env):
             self._episode_holds += 1
         return result.command, result.velocity_capped
 
-    def _publish_hold(self, ros: _Ros | None = None) -> None:
+    def _publish_hold(self, ros: RobotLink | None = None) -> None:
         """Command the newest measured positions (best effort; never raises)."""
         ros = ros or self._ros
-        if ros is None:
-            return
-        try:
-            q = self._q
-            with self._cond:
-                newest = self._states[-1][2] if self._states else None
-            if newest is not None:
-                try:
-                    self._layout.read_state(newest.name, newest.position, newest.velocity)
-                    q = self._layout.controlled_positions().copy()
-                except ValueError:
-                    pass
-            self._publish(q, ros)
-            ros.command_pub.wait_for_all_acked(ros.Duration(seconds=0.2))
-        except Exception:  # noqa: BLE001 - already failing; the hold is best effort
-            pass
-
-    def _publish(self, target: np.ndarray, ros: _Ros | None = None) -> float:
-        from trpo_ros.nodes.conversions import float64_array
-
-        ros = ros or self._ros
-        assert ros is not None
-        self.last_command = np.array(target, np.float64)
-        sent = time.monotonic()
-        ros.command_pub.publish(float64_array(self.last_command))
-        return sent
+        if ros is not None:
+            self.last_command = ros.publish_hold(self._layout, self._q)
 
     # ------------------------------------------------------------------ state exchange
     def _exchange(self, target: np.ndarray) -> None:
         """Publish `target`, wait for the state that answers it (per `timing`), read it."""
-        sent = self._publish(target)
-        if self.timing == 'lockstep':
-            entry = self._wait_fresh(sent, sent + self.state_timeout, newest=False,
-                                     skip_repeats=True)
-        else:
-            pause = self._next_tick - time.monotonic()
-            if pause > 0:
-                time.sleep(pause)
-            entry = self._fresh(sent, newest=True, skip_repeats=False)
-            if entry is None:  # late: count it, keep waiting (never reuse the old state)
-                self.late_states += 1
-                self._episode_late += 1
-                entry = self._wait_fresh(sent, sent + self.state_timeout, newest=False,
-                                         skip_repeats=False)
-            period = 1.0 / self.control_rate_hz
-            self._next_tick += period
-            if self._next_tick < time.monotonic():
-                self._next_tick = time.monotonic() + period
+        assert self._ros is not None
+        self.last_command = np.array(target, np.float64)
+        entry, late = self._ros.exchange(self.last_command, self._used)
+        if late:
+            self.late_states += 1
+            self._episode_late += 1
         self._use(entry)
-
-    def _fresh(self, after: float, newest: bool, skip_repeats: bool) -> tuple | None:
-        """(lock held by caller or not needed) First/newest state that answers a command."""
-        used_count, used_stamp, used_msg = self._used
-        found = None
-        for entry in self._states:
-            count, arrived, msg = entry
-            if count <= used_count or arrived < after:
-                continue
-            stamp = _stamp_ns(msg)
-            if stamp and stamp <= used_stamp:
-                continue
-            if skip_repeats and used_msg is not None and msg.position == used_msg.position \
-                    and msg.velocity == used_msg.velocity:
-                continue  # an idle re-publish of the previous state (sim_node lockstep_kick)
-            found = entry
-            if not newest:
-                break
-        return found
-
-    def _wait_fresh(self, after: float, deadline: float, newest: bool,
-                    skip_repeats: bool) -> tuple:
-        with self._cond:
-            entry = None
-
-            def ready() -> bool:
-                nonlocal entry
-                entry = self._fresh(after, newest, skip_repeats)
-                return entry is not None
-
-            self._cond.wait_for(ready, timeout=max(0.0, deadline - time.monotonic()))
-        if entry is None:
-            with self._cond:
-                late = [e for e in self._states if e[1] >= after]
-            raise RosEnvTimeout(
-                f'no fresh JointState on {self.state_topic} within {self.state_timeout:g} s '
-                f'after the command on {self.command_topic} (robot stopped answering?); '
-                f'{len(late)} state(s) arrived but were not newer / repeated the last one; '
-                'a hold command was published')
-        return entry
 
     def _use(self, entry: tuple) -> None:
         count, _, msg = entry
         self._layout.read_state(msg.name, msg.position, msg.velocity)
         self._q = self._layout.controlled_positions().copy()
         self._qd = self._layout.velocities[:len(self.joint_names)].copy()
-        self._used = (count, _stamp_ns(msg), msg)
-        if self.ee_topic and self._ee_msg is not None:
-            point = self._ee_msg.point
-            self._ee = np.array([point.x, point.y, point.z])
-        else:
-            self._ee = self._fk(self._q)
+        self._used = (count, stamp_ns(msg), msg)
+        measured = self._ros.ee_position() if self._ros is not None else None
+        self._ee = measured if measured is not None else self._fk(self._q)
 
     def _call_reset_service(self) -> None:
-        ros = self._ros
-        assert ros is not None
+        assert self._ros is not None and self.reset_service
         sent = time.monotonic()
-        future = ros.reset_client.call_async(ros.Trigger.Request())
-        done = threading.Event()
-        future.add_done_callback(lambda _: done.set())
-        if not done.wait(self.state_timeout):
-            ros.reset_client.remove_pending_request(future)
-            raise RosEnvTimeout(f'reset service {self.reset_service} did not answer within '
-                                f'{self.state_timeout:g} s')
-        response = future.result()
-        if response is None or not response.success:
-            raise RosEnvError(f'reset service {self.reset_service} failed: '
-                              f'{getattr(response, "message", "no response")}')
+        self._ros.call_reset(self.reset_service, self.state_timeout)
         # The state published by the reset handler precedes its response; take the newest.
-        self._use(self._wait_fresh(sent, time.monotonic() + self.state_timeout, newest=True,
-                                   skip_repeats=False))
+        self._use(self._ros.wait_fresh(self._used, sent, time.monotonic() + self.state_timeout,
+                                       newest=True, skip_repeats=False))
 
     def _drive_home(self) -> None:
         """Publish home targets (velocity-capped) until within `home_tolerance` or timeout."""
-        with self._cond:
-            newest = self._states[-1] if self._states else None
+        assert self._ros is not None
+        newest = self._ros.newest_state()
         if newest is None:
             raise RosEnvTimeout(f'no JointState on {self.state_topic}')
         self._use(newest)
         deadline = time.monotonic() + self.home_timeout
-        self._next_tick = time.monotonic() + 1.0 / self.control_rate_hz
+        self._ros.start_clock()
         while np.max(np.abs(self._q - self.home)) > self.home_tolerance:
             if time.monotonic() > deadline:
                 raise RosEnvTimeout(
@@ -630,13 +373,8 @@ class RosReachEnv(gym.Env):
         if goal.shape != (3,) or not np.all(np.isfinite(goal)):
             raise ValueError(f'goal must be 3 finite numbers, got {xyz!r}')
         self._goal = goal
-        ros = self._ros
-        if ros is not None and self.goal_topic:
-            msg = ros.PointStamped()
-            msg.header.frame_id = self.frame_id
-            msg.header.stamp = ros.now_msg()
-            msg.point.x, msg.point.y, msg.point.z = (float(v) for v in goal)
-            ros.goal_pub.publish(msg)
+        if self._ros is not None and self.goal_topic:
+            self._ros.publish_goal(goal, self.frame_id)
 
     def ee_position(self) -> np.ndarray:
         """End-effector position (m, world frame) of the last state used."""
@@ -651,11 +389,6 @@ class RosReachEnv(gym.Env):
         return dict(self._info)
 
 
-def _stamp_ns(msg: Any) -> int:
-    stamp = msg.header.stamp
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
-
-
 def make_ros_reach_env(robot_yaml: str | os.PathLike | None = None, **kwargs: Any) -> gym.Env:
     """Entry point of ``trpo_ros/RosReach-v0``: RosReachEnv cut at the YAML's episode_steps."""
     env = RosReachEnv(robot_yaml=robot_yaml, **kwargs)
@@ -664,3 +397,4 @@ def make_ros_reach_env(robot_yaml: str | os.PathLike | None = None, **kwargs: An
 
 __all__ = ['ENV_ID', 'SERVER_PARAMETERS', 'RosEnvError', 'RosEnvTimeout', 'RosReachEnv',
            'make_ros_reach_env']
+envs.register()  # importing this module makes trpo_ros/RosReach-v0 available
