@@ -11,14 +11,15 @@ A robot/task YAML (see `sim/kuka_reach.yaml`) has two sections::
       base_orientation: [0, 0, 0, 1]
       home: [...]                # reset configuration, one value per controlled joint
       limits: {}                 # per-joint overrides {joint: {lower, upper, velocity, effort}}
-    task:                        # the reach task
+    task:                        # the task (trpo_ros/robot/reach_task.py, push_task.py)
+      type: reach                # reach (default) | push (adds table_height, object_*)
       control_mode: position_delta
       max_delta: 0.05            # rad (or m) per control step, position_delta only
       control_rate_hz: 50
       physics_rate_hz: 240
       episode_steps: 250         # 5 s
       success_threshold: 0.05
-      goal_low: [x, y, z]        # goal region box, world frame (m)
+      goal_low: [x, y, z]        # goal region box, world frame (m); push: [x, y] on the table
       goal_high: [x, y, z]
       init_joint_noise: 0.1      # uniform noise (rad) around `home` at reset
 """
@@ -39,8 +40,12 @@ PACKAGE = 'trpo_ros'
 CONTROL_MODES = ('position', 'position_delta', 'velocity', 'torque')
 
 ROBOT_KEYS = ('urdf', 'joints', 'ee_link', 'base_position', 'base_orientation', 'home', 'limits')
-TASK_KEYS = ('control_mode', 'max_delta', 'control_rate_hz', 'physics_rate_hz', 'episode_steps',
-             'success_threshold', 'goal_low', 'goal_high', 'init_joint_noise')
+TASK_KEYS = ('type', 'control_mode', 'max_delta', 'control_rate_hz', 'physics_rate_hz',
+             'episode_steps', 'success_threshold', 'goal_low', 'goal_high', 'init_joint_noise',
+             # push only (trpo_ros.robot.push_task)
+             'table_height', 'object_low', 'object_high', 'object_size', 'object_mass',
+             'object_friction', 'object_size_range', 'object_mass_range',
+             'object_friction_range')
 LIMIT_KEYS = ('lower', 'upper', 'velocity', 'effort')
 
 

@@ -11,7 +11,8 @@ import gymnasium as gym
 import numpy as np
 import pybullet as p
 from trpo_ros.robot.config import RobotConfigError
-from trpo_ros.robot.reach_task import DEFAULT_ROBOT_YAML, reach_task, ReachTask
+from trpo_ros.robot.reach_task import DEFAULT_ROBOT_YAML, reach_task
+from trpo_ros.robot.task import ArmTask
 from trpo_ros.sim.robot import Robot
 
 
@@ -84,6 +85,7 @@ class ReachEnv(gym.Env):
     """
 
     metadata = {'render_modes': ['rgb_array'], 'render_fps': 50}
+    default_yaml = DEFAULT_ROBOT_YAML
 
     def __init__(
         self,
@@ -125,8 +127,8 @@ class ReachEnv(gym.Env):
             raise RobotConfigError('action_latency and obs_noise_std must be >= 0')
         if not 0.0 < position_gain <= 1.0:
             raise RobotConfigError(f'position_gain must be in (0, 1], got {position_gain}')
-        self.task: ReachTask = reach_task(
-            robot_yaml if robot_yaml is not None else DEFAULT_ROBOT_YAML,
+        self.task = self._build_task(
+            robot_yaml if robot_yaml is not None else self.default_yaml,
             robot={'urdf': urdf, 'joints': joints, 'ee_link': ee_link, 'home': home,
                    'limits': limits, 'base_position': base_position,
                    'base_orientation': base_orientation,
@@ -164,6 +166,10 @@ class ReachEnv(gym.Env):
             self.robot.close()
             raise
 
+    def _build_task(self, robot_yaml: Any, **kwargs: Any) -> ArmTask:
+        """Return this env's task; subclasses for other tasks build theirs."""
+        return reach_task(robot_yaml, **kwargs)
+
     def _setup(self, position_gain: float) -> None:
         robot = self.robot
         robot.set_control_mode(self.control_mode, position_gain)
@@ -197,10 +203,19 @@ class ReachEnv(gym.Env):
         self.set_goal(goal if goal is not None else rng.uniform(self.goal_low, self.goal_high))
         self._pending = deque(self._neutral_action() for _ in range(self.action_latency))
         self._read_state()
+        self._reset_scene(rng)
+        return self._observe(), {**self._start_info(), 'self_collision': False}
+
+    def _reset_scene(self, rng: np.random.Generator) -> None:
+        """Put the task's objects in place after the arm and goal (reach: none)."""
+
+    def _start_info(self) -> dict[str, Any]:
         distance = float(np.linalg.norm(self._ee - self._goal))
-        info = {'distance': distance, 'is_success': distance < self.success_threshold,
-                'self_collision': False}
-        return self._observe(), info
+        return {'distance': distance, 'is_success': distance < self.success_threshold}
+
+    def _outcome(self, action: np.ndarray) -> tuple[float, dict[str, Any]]:
+        """Return the task's (reward, info) for the clipped `action` just applied."""
+        return self.task.outcome(self._ee, self._goal, action, self._qd)
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
         """Apply one action for one control period; see the class docstring for the reward."""
@@ -208,7 +223,7 @@ class ReachEnv(gym.Env):
         self.robot.step_physics(self.substeps)
         self._read_state()
         collided = self.robot.in_self_collision()
-        reward, info = self.task.outcome(self._ee, self._goal, action, self._qd)
+        reward, info = self._outcome(action)
         info['self_collision'] = collided
         terminated = bool(collided and self.terminate_on_self_collision)
         return self._observe(), reward, terminated, False, info
@@ -243,13 +258,17 @@ class ReachEnv(gym.Env):
         self._q, self._qd = self.robot.positions_velocities()
         self._ee = self.robot.ee_position()
 
-    def _observe(self) -> np.ndarray:
+    def _observed_joints(self) -> tuple[np.ndarray, np.ndarray]:
+        """Return (q, qd) as the policy sees them (with `obs_noise_std` noise)."""
         q, qd = self._q, self._qd
         if self.obs_noise_std > 0:
             n = self.robot.n_joints
             noise = self.np_random.normal(0.0, self.obs_noise_std, size=2 * n)
             q, qd = q + noise[:n], qd + noise[n:]
-        return self.task.observation(q, qd, self._ee, self._goal)
+        return q, qd
+
+    def _observe(self) -> np.ndarray:
+        return self.task.observation(*self._observed_joints(), self._ee, self._goal)
 
     def render(self) -> np.ndarray | None:
         """Return an RGB uint8 image (height, width, 3) from PyBullet's TinyRenderer."""
