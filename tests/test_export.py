@@ -277,3 +277,21 @@ def test_default_file_is_written_atomically(pendulum):
     _, path = pendulum
     assert Path(path).is_file()
     assert [p.name for p in Path(path).parent.iterdir()] == ['policy.onnx']
+
+
+def test_push_policy_exports_with_its_sources(tmp_path):
+    import gymnasium
+
+    env = gymnasium.make('trpo_ros/KukaPush-v0').unwrapped
+    info = env.spec_info()
+    env.close()
+    bundle = make_bundle(info, len(info['obs_names']), info['action_low'], info['action_high'],
+                         'trpo_ros/KukaPush-v0')
+    policy = Policy.load(export_onnx(bundle, tmp_path / 'push.onnx'))
+    assert 'object_quat/w' in policy.input_names and 'ee_pos/x' not in policy.input_names
+    sources = {s['name']: s for s in policy.metadata['sources']}
+    assert sources['object']['type'] == 'geometry_msgs/PoseStamped'
+    assert sources['object']['frame'] == 'world'
+    assert sorted(c for s in sources.values() for c in s['columns']) == sorted(policy.input_names)
+    batch, single = _max_diff(policy, bundle, export.verification_inputs(bundle, 128, seed=4))
+    assert batch <= 1e-5 and single <= 1e-5

@@ -87,6 +87,19 @@ def input_names(bundle: PolicyBundle) -> list[str]:
     return [n for n in env_obs_names(bundle) if not n.startswith('ee_pos/')]
 
 
+def input_sources(bundle: PolicyBundle) -> list[dict[str, Any]]:
+    """
+    Where a robot gets each model input: message type, default topic, frame, input columns.
+
+    From the task's `sources` (spec_info); [] for envs that have none. The frame is the one the
+    model's positions are in (the robot base placed as in training, 'world').
+    """
+    names = input_names(bundle)
+    return [{**source, 'frame': 'world',
+             'columns': [c for c in source['columns'] if c in names]}
+            for source in bundle.env_info.get('sources', [])]
+
+
 def joint_names(bundle: PolicyBundle) -> list[str]:
     """Names of the action entries (controlled joints, or `action/<i>` for plain envs)."""
     n_act = int(bundle.policy.scaler.center.numel())
@@ -302,6 +315,7 @@ def metadata(bundle: PolicyBundle) -> dict[str, Any]:
         'trpo_ros_version': trpo_ros.__version__,
         'env_id': bundle.config.env_id,
         'input_names': input_names(bundle),
+        'sources': input_sources(bundle),
         'obs_names': env_obs_names(bundle),
         'joint_names': joint_names(bundle),
         'action_low': bound(low),
