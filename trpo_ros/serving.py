@@ -30,6 +30,7 @@ from trpo_ros.runtime import Policy, PolicyError
 from trpo_ros.safety_modes import SafetyModes
 
 WAITING_FOR_GOAL = 'waiting for a goal (goal topic or parameter)'
+WAITING_FOR_OBJECT = 'waiting for an object pose (object topic)'
 
 
 class ServedModel:
@@ -105,6 +106,10 @@ class PolicyServer:
         self.model: ServedModel | None = None
         self.goal: np.ndarray | None = None
         self.goal_error = ''
+        self.object_pose: np.ndarray | None = None  # [x, y, z, qx, qy, qz, qw]
+        self.object_time = 0.0  # time.monotonic() of its arrival
+        self.object_error = ''
+        self.object_timeout = 0.5  # s: an older object pose holds the arm
         self.accept_tighter_limits = False
         self.limits_error = ''  # why the robot's URDF refuses the model ('' = fine)
         self.hold_positions: np.ndarray | None = None  # None: no complete joint state yet
@@ -146,6 +151,25 @@ class PolicyServer:
             self.goal, self.goal_error = None, f'rejected goal: {exc}'
         return self.goal_error
 
+    def set_object_pose(self, parse: Callable[[], np.ndarray], now: float) -> str:
+        """Take the object pose `parse()` returns (arrived at `now`); on error hold; the error."""
+        try:
+            self.object_pose, self.object_time, self.object_error = parse(), now, ''
+        except ObservationError as exc:
+            self.object_pose, self.object_error = None, f'rejected object pose: {exc}'
+        return self.object_error
+
+    def _object_fault(self, now: float) -> tuple[str, str]:
+        """(why the object pose cannot be used, severity), or ('', '') when it can."""
+        if self.object_pose is None:
+            return (self.object_error, 'error') if self.object_error else \
+                (WAITING_FOR_OBJECT, 'warn')
+        age = now - self.object_time
+        if age > self.object_timeout:
+            return (f'object pose is stale ({age:.2f} s old > object_timeout '
+                    f'{self.object_timeout:g} s)', 'error')
+        return '', ''
+
     def set_description(self, urdf: str) -> str:
         """Take the robot's URDF (robot_description); returns a limits error or ''."""
         self._description = urdf
@@ -168,8 +192,12 @@ class PolicyServer:
         return self.limits_error
 
     def step(self, names: Sequence[str], position: Any, velocity: Any,
-             max_delta: float) -> Step:
-        """One control step for one joint state: the policy's command, the hold or nothing."""
+             max_delta: float, now: float = 0.0) -> Step:
+        """
+        One control step for one joint state: the policy's command, the hold or nothing.
+
+        `now` (time.monotonic()) dates the step for the object pose's staleness check.
+        """
         model = self.model
         layout = model.layout
         try:
@@ -184,8 +212,12 @@ class PolicyServer:
         if layout.needs_goal and self.goal is None:
             return self.hold(self.goal_error or WAITING_FOR_GOAL, max_delta,
                              severity='error' if self.goal_error else 'warn')
+        if layout.needs_object:
+            fault, severity = self._object_fault(now)
+            if fault:
+                return self.hold(fault, max_delta, severity=severity)
         try:
-            command = model.policy.act(layout.fill(self.goal))
+            command = model.policy.act(layout.fill(self.goal, self.object_pose))
         except (ObservationError, PolicyError) as exc:
             return self.hold(str(exc), max_delta, rejected=True)
         if self.modes.mode != 'active':

@@ -22,13 +22,15 @@ JOINTS = ['a1', 'a2', 'a3']
 def write_linear_policy(path: str | Path, joint_names: Sequence[str] = JOINTS,
                         control_mode: str = 'position', rate_hz: float = 50.0,
                         seed: int = 0, with_goal: bool = True,
-                        weight_scale: float = 0.7) -> Path:
+                        weight_scale: float = 0.7, with_object: bool = False) -> Path:
     """Write a trpo_ros-format ONNX policy: action = center + half * tanh(W obs + b)."""
     import onnx
     from onnx import helper, numpy_helper, TensorProto
 
     joints = list(joint_names)
     inputs = [f'joint_pos/{j}' for j in joints] + [f'joint_vel/{j}' for j in joints]
+    if with_object:  # a push policy's object pose, between the joints and the goal
+        inputs += [f'object_pos/{a}' for a in 'xyz'] + [f'object_quat/{a}' for a in 'xyzw']
     if with_goal:
         inputs += ['goal/x', 'goal/y', 'goal/z']
     rng = np.random.default_rng(seed)

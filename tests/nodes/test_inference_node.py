@@ -244,3 +244,46 @@ def test_deployment_contract_fails_closed(tmp_path, probe, node_process):
     keep_publishing(probe, JOINTS, [0.0, 0.0, 0.0], lambda: len(probe.commands) > 5)
     assert proc.alive()
     assert 'differs from the 50 Hz the model was trained at' in proc.log()
+
+
+def test_object_pose_input_over_dds(tmp_path, probe, node_process):
+    # A push policy takes the object's PoseStamped; a foreign frame is rejected, a pose older
+    # than object_timeout holds (ERROR), a fresh one serves again — the node keeps running.
+    from geometry_msgs.msg import PoseStamped
+    from trpo_ros.nodes.conversions import object_qos
+
+    model = write_linear_policy(tmp_path / 'push.onnx', with_object=True)
+    policy = Policy.load(model)
+    proc = start_serving(probe, node_process, model, publish_on_state=True, goal=GOAL,
+                         object_timeout=0.3)
+    objects = probe.publisher(PoseStamped, '/trpo/object_pose', object_qos())
+    probe.wait_subscribers(objects)
+    good = [0.1, 0.2, 0.3]
+
+    def send(frame: str, xyz=(0.5, 0.0, 0.2), quat=(0.0, 0.0, 0.0, -1.0)) -> None:
+        msg = PoseStamped()
+        msg.header.frame_id = frame
+        p, q = msg.pose.position, msg.pose.orientation
+        p.x, p.y, p.z = xyz
+        q.x, q.y, q.z, q.w = quat
+        objects.publish(msg)
+
+    keep_publishing(probe, JOINTS, good, lambda: probe.commands)
+    assert np.allclose(last_command(probe), good)  # no object yet: the hold
+    send('camera')
+    keep_publishing(probe, JOINTS, good, error_diag(probe, "object pose in frame 'camera'"))
+    assert np.allclose(last_command(probe), good)
+
+    def serving() -> bool:
+        send('world')
+        return bool(probe.commands) and not np.allclose(last_command(probe), good)
+
+    keep_publishing(probe, JOINTS, good, serving)
+    expected = policy.act(np.array(good + [0.0] * 3 + [0.5, 0.0, 0.2, 0.0, 0.0, 0.0, 1.0] + GOAL,
+                                   np.float32))
+    np.testing.assert_allclose(last_command(probe), expected, atol=1e-5)
+    probe.clear()
+    keep_publishing(probe, JOINTS, good, error_diag(probe, 'object pose is stale'))  # no sends
+    assert np.allclose(last_command(probe), good)
+    keep_publishing(probe, JOINTS, good, serving)  # fresh again: serving again
+    assert proc.alive()

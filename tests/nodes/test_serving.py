@@ -44,3 +44,40 @@ def test_server_decisions(tmp_path):
         server.swap(other)
     server.activate()  # fail closed again
     assert server.hold('stale', 0.0).command is None
+
+
+def test_object_pose_source_with_its_own_staleness(tmp_path):
+    from trpo_ros.robot.observation import ObservationError, validate_object_pose
+    from trpo_ros.serving import WAITING_FOR_OBJECT
+
+    server = PolicyServer()
+    server.configure(ServedModel(str(write_linear_policy(tmp_path / 'push.onnx',
+                                                         with_object=True))))
+    server.object_timeout = 0.5
+    assert server.request_mode('active')[0]
+    pose, zeros = [0.1, 0.2, 0.3], [0.0, 0.0, 0.0]
+    server.set_goal(lambda: np.array([0.5, 0.0, 0.2]))
+    step = server.step(JOINTS, pose, zeros, 0.0, now=10.0)  # no object yet: hold, WARN
+    assert step.fault == WAITING_FOR_OBJECT and step.severity == 'warn'
+    assert np.allclose(step.command, pose)
+    assert server.set_object_pose(lambda: validate_object_pose((0.5, 0.0, 0.2),
+                                                               (0, 0, 0, -2.0)), 10.0) == ''
+    assert server.object_pose[6] == 1.0  # unit quaternion, w >= 0
+    step = server.step(JOINTS, pose, zeros, 0.0, now=10.4)  # fresh: the policy commands
+    assert step.fault == '' and not np.allclose(step.command, pose)
+    obs = server.model.layout.obs
+    assert np.allclose(obs[6:13], [0.5, 0.0, 0.2, 0, 0, 0, 1])  # the object, w >= 0
+    assert np.allclose(obs[13:], [0.5, 0.0, 0.2])  # the goal
+    step = server.step(JOINTS, pose, zeros, 0.0, now=10.6)  # 0.6 s old: stale, hold, ERROR
+    assert 'object pose is stale' in step.fault and step.severity == 'error'
+    assert np.allclose(step.command, pose)
+    # A bad pose is rejected and holds until a good one comes; the other inputs stay.
+    for bad in [((float('nan'), 0, 0), (0, 0, 0, 1)), ((0, 0, 0), (0, 0, 0, 0))]:
+        error = server.set_object_pose(lambda bad=bad: validate_object_pose(*bad), 11.0)
+        assert error.startswith('rejected object pose')
+        step = server.step(JOINTS, pose, zeros, 0.0, now=11.0)
+        assert step.fault == error and np.allclose(step.command, pose)
+    with pytest.raises(ObservationError, match='3 and 4'):
+        validate_object_pose((0, 0), (0, 0, 0, 1))
+    server.set_object_pose(lambda: validate_object_pose((0.5, 0, 0.2), (0, 0, 0, 1)), 12.0)
+    assert server.step(JOINTS, pose, zeros, 0.0, now=12.1).fault == ''

@@ -7,7 +7,8 @@ from gymnasium.utils.env_checker import check_env
 import numpy as np
 import pytest
 from trpo_ros.robot.config import RobotConfigError
-from trpo_ros.robot.push_task import canonical_quaternion, push_task
+from trpo_ros.robot.kinematics import canonical_quaternion
+from trpo_ros.robot.push_task import push_task
 from trpo_ros.robot.reach_task import reach_task
 import trpo_ros.sim
 from trpo_ros.sim.push_env import PushEnv

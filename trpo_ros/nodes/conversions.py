@@ -26,7 +26,7 @@ from rclpy.qos import (
 from rclpy.serialization import serialize_message
 from sensor_msgs.msg import JointState
 from std_msgs.msg import ColorRGBA, Float64MultiArray, MultiArrayDimension
-from trpo_ros.robot.observation import ObservationError, validate_goal
+from trpo_ros.robot.observation import ObservationError, validate_goal, validate_object_pose
 from visualization_msgs.msg import Marker
 
 try:
@@ -72,6 +72,13 @@ def state_qos(depth: int = 10) -> QoSProfile:
     """`/joint_states` as joint_state_broadcaster publishes it (keep-last, reliable)."""
     return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
                       reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.VOLATILE)
+
+
+def object_qos() -> QoSProfile:
+    """Return the QoS of an object pose input: best effort, so any publisher's QoS matches."""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5,
+                      reliability=ReliabilityPolicy.BEST_EFFORT,
                       durability=DurabilityPolicy.VOLATILE)
 
 
@@ -122,6 +129,24 @@ def goal_from_msg(msg: Any, base_frame: str) -> np.ndarray:
         raise ObservationError(f'goal in frame {frame[:60]!r}, expected {base_frame!r} or empty '
                                '(no tf2 here: transform it before publishing)')
     return validate_goal((msg.point.x, msg.point.y, msg.point.z))
+
+
+def object_pose_from_msg(msg: Any, base_frame: str) -> np.ndarray:
+    """Return [x, y, z, qx, qy, qz, qw] (qw >= 0) of a PoseStamped in `base_frame` (else raise)."""
+    frame = msg.header.frame_id
+    if frame and frame != base_frame:
+        raise ObservationError(f'object pose in frame {frame[:60]!r}, expected {base_frame!r} or '
+                               'empty (no tf2 here: transform it before publishing)')
+    p, q = msg.pose.position, msg.pose.orientation
+    return validate_object_pose((p.x, p.y, p.z), (q.x, q.y, q.z, q.w))
+
+
+def pose_stamped(msg: Any, stamp: Any, frame_id: str, pose: np.ndarray) -> Any:
+    """Fill a PoseStamped from [x, y, z, qx, qy, qz, qw]."""
+    msg.header.stamp, msg.header.frame_id = stamp, frame_id
+    p, q = msg.pose.position, msg.pose.orientation
+    p.x, p.y, p.z, q.x, q.y, q.z, q.w = (float(v) for v in pose)
+    return msg
 
 
 # ---------------------------------------------------------------------------------- messages

@@ -1,5 +1,5 @@
 """
-Lifecycle node serving an exported ONNX policy: /joint_states + goal -> joint commands.
+Lifecycle node serving an exported ONNX policy: /joint_states + goal (+ object) -> commands.
 
 A thin adapter: :class:`trpo_ros.serving.PolicyServer` decides every command (fail closed,
 hold on a bad input, URDF limits, the safety modes of :mod:`trpo_ros.safety_modes`);
@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray
-from geometry_msgs.msg import PointStamped
+from geometry_msgs.msg import PointStamped, PoseStamped
 import numpy as np
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.lifecycle import Node as LifecycleNode
@@ -39,6 +39,8 @@ from trpo_ros.nodes.conversions import (
     latched_qos,
     LatencyWindow,
     LEVEL_NAMES,
+    object_pose_from_msg,
+    object_qos,
     state_qos,
     subscribe_any_durability,
     WARN,
@@ -72,20 +74,18 @@ class InferenceNode(LifecycleNode):
         self._server.modes = support.safety_modes(self._params)
         self._mode_io = ModeInterface(self, self.guard, self.log, self._lock, self._server)
         self._mode_io.publish_mode()  # shown before the robot's first state
-        self._server.accept_tighter_limits = bool(self._params['accept_tighter_limits'])
-        self._model_error = 'not configured'
+        support.apply_to_server(self._server, self._params, PARAMETERS)
+        self._model_error, self._fault = 'not configured', ''  # no model; why the last step held
         self._io: list[Any] = []
         self._pub = None
         self._command_msg: Float64MultiArray | None = None
         self._state_msg: JointState | None = None
         self._state_time = 0.0  # perf_counter when the last JointState arrived
         self._state_used = True  # timer mode: the last state has been turned into a command
-        self._fault = ''  # why the last step held
         self._window_faults: dict[str, int] = {}  # hold reasons since the last diagnostics
         self._latency = LatencyWindow()
         self._counts = {'commands': 0, 'timeouts': 0, 'rejected': 0, 'reloads': 0}
-        self._window_start = time.perf_counter()
-        self._window_commands = 0
+        self._window_start, self._window_commands = time.perf_counter(), 0
         self._apply_goal_parameter(self.get_parameter('goal').value)
         self.add_on_set_parameters_callback(self.guard.wrap(
             'parameters', self._on_set_parameters,
@@ -102,6 +102,10 @@ class InferenceNode(LifecycleNode):
         if topic:
             self.create_subscription(String, topic, self.guard.wrap(
                 'robot_description', self._on_description), latched_qos())
+        topic = str(self.get_parameter('object_topic').value)
+        if topic:
+            self.create_subscription(PoseStamped, topic, self.guard.wrap(
+                'object', self._on_object), object_qos())
         if self.get_parameter('autostart').value:
             if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
                 self.trigger_activate()
@@ -204,19 +208,25 @@ class InferenceNode(LifecycleNode):
 
     # ------------------------------------------------------------------------- callbacks
     def _on_goal(self, msg: PointStamped) -> None:
-        self._set_goal(lambda: goal_from_msg(msg, str(self._params['base_frame'])))
+        frame = str(self._params['base_frame'])
+        self._take('goal', lambda: self._server.set_goal(lambda: goal_from_msg(msg, frame)))
+
+    def _on_object(self, msg: PoseStamped) -> None:
+        frame, now = str(self._params['base_frame']), time.monotonic()
+        self._take('object', lambda: self._server.set_object_pose(
+            lambda: object_pose_from_msg(msg, frame), now))
 
     def _apply_goal_parameter(self, value: Any) -> None:
-        if value is None or (hasattr(value, '__len__') and len(value) == 0):
-            return
-        self._set_goal(lambda: validate_goal(value))
+        if value is not None and not (hasattr(value, '__len__') and len(value) == 0):
+            self._take('goal', lambda: self._server.set_goal(lambda: validate_goal(value)))
 
-    def _set_goal(self, parse: Any) -> None:
+    def _take(self, key: str, set_input: Any) -> None:
+        """Hand an input to the server (locked); count and log it when rejected."""
         with self._lock:
-            error = self._server.set_goal(parse)
+            error = set_input()
         if error:
             self._counts['rejected'] += 1
-            self.log.error(error, throttle_sec=1.0, key='goal')
+            self.log.error(error, throttle_sec=1.0, key=key)
 
     def _on_description(self, msg: String) -> None:
         with self._lock:
@@ -250,7 +260,7 @@ class InferenceNode(LifecycleNode):
             if self._server.model is None or self._pub is None or msg is None:
                 return
             self._send(self._server.step(msg.name, msg.position, msg.velocity,
-                                         self._params['max_delta']), received)
+                                         self._params['max_delta'], time.monotonic()), received)
 
     def _hold_on_error(self, text: str, _args: tuple) -> None:
         self._hold(f'unexpected {text}')
@@ -300,18 +310,13 @@ class InferenceNode(LifecycleNode):
             if reason:
                 return SetParametersResult(successful=False, reason=reason)
             updates[name] = value
-        if any(name.startswith(('handover_', 'estop_')) for name in updates):
-            with self._lock:
-                self._server.modes.limits = support.safety_limits({**self._params, **updates})
         for name, value in updates.items():
             if name == 'goal':
                 self._apply_goal_parameter(value)
             if name in PARAMETERS:
                 self._params[name] = value
-        if 'accept_tighter_limits' in updates:
-            with self._lock:
-                self._server.accept_tighter_limits = bool(updates['accept_tighter_limits'])
-                self._refuse_if(self._server.check_limits())
+        with self._lock:
+            self._refuse_if(support.apply_to_server(self._server, self._params, updates))
         return SetParametersResult(successful=True)
 
     def _reload(self, path: str) -> str:
@@ -335,8 +340,7 @@ class InferenceNode(LifecycleNode):
     # ------------------------------------------------------------------------ diagnostics
     def _publish_diag(self) -> None:
         now = time.perf_counter()
-        elapsed = max(now - self._window_start, 1e-9)
-        rate = self._window_commands / elapsed
+        rate = self._window_commands / max(now - self._window_start, 1e-9)
         self._window_start, self._window_commands = now, 0
         model, state_label = self._model, self._state_machine_label()
         faults, self._window_faults = self._window_faults, {}
@@ -348,8 +352,8 @@ class InferenceNode(LifecycleNode):
             'rate_hz': rate, 'latency_p50_ms': p50, 'latency_p99_ms': p99, **self._counts,
             'callback_errors': self.guard.errors, **self._mode_io.diagnostics()}
         if model is not None:
-            values['control_mode'] = model.policy.control_mode
-            values['model_rate_hz'] = model.policy.control_rate_hz
+            values.update(control_mode=model.policy.control_mode,
+                          model_rate_hz=model.policy.control_rate_hz)
         level, message = support.status_of(
             contained=contained, model_error=self._model_error if model is None else '',
             lifecycle=state_label, modes=self._server.modes, faults=faults,
@@ -380,9 +384,8 @@ class InferenceNode(LifecycleNode):
         return self._counts['commands']
 
     def _state_machine_label(self) -> str:
-        if self._pub is not None:
-            return 'active'
-        return 'inactive' if self._model is not None else 'unconfigured'
+        return 'active' if self._pub is not None else \
+            'inactive' if self._model is not None else 'unconfigured'
 
 
 def main(args: Sequence[str] | None = None) -> int:

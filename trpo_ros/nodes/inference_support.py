@@ -24,8 +24,11 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     'goal_topic': ('/trpo/goal', 'geometry_msgs/PointStamped reach goal (volatile or '
                                  'transient-local publishers; /clicked_point for rviz2)'),
     'goal': ([], 'reach goal [x, y, z] in base_frame (overrides until the next goal msg)'),
-    'base_frame': ('world', 'frame of the goal; a goal in another frame is rejected '
-                            '(an empty frame_id counts as this one)'),
+    'base_frame': ('world', 'frame of the goal and the object pose; one in another frame is '
+                            'rejected (an empty frame_id counts as this one)'),
+    'object_topic': ('/trpo/object_pose', 'geometry_msgs/PoseStamped object pose, for models '
+                                          'that take one (push); best-effort QoS'),
+    'object_timeout': (0.5, 'seconds an object pose stays usable; older: hold and ERROR'),
     'robot_description_topic': ('/robot_description', 'URDF (std_msgs/String, transient '
                                 'local) checked against the limits of the model; empty = no '
                                 'check'),
@@ -72,6 +75,17 @@ def safety_modes(params: dict[str, Any]) -> SafetyModes:
         raise ParameterError(f'parameter start_mode: {exc}') from None
 
 
+def apply_to_server(server: Any, params: dict[str, Any], changed: Any) -> str:
+    """Give the PolicyServer the `changed` parameters' values; returns a limits refusal or ''."""
+    if any(name.startswith(('handover_', 'estop_')) for name in changed):
+        server.modes.limits = safety_limits(params)
+    server.object_timeout = float(params['object_timeout'])
+    if 'accept_tighter_limits' in changed:
+        server.accept_tighter_limits = bool(params['accept_tighter_limits'])
+        return server.check_limits()
+    return ''
+
+
 def check_change(name: str, value: Any, params: dict[str, Any]) -> str:
     """Return why setting `name` to `value` at run time is refused, or ''."""
     if name == 'command_reliability':
@@ -79,7 +93,7 @@ def check_change(name: str, value: Any, params: dict[str, Any]) -> str:
             reliability_policy(str(value))
         except ValueError as exc:
             return str(exc)
-    elif name in ('obs_timeout', 'max_delta') and (
+    elif name in ('obs_timeout', 'max_delta', 'object_timeout') and (
             not isinstance(value, (int, float)) or not value >= 0):
         return f'{name} must be >= 0'
     elif name == 'start_mode':

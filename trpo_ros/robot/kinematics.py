@@ -222,6 +222,16 @@ def quaternion_to_matrix(quat: Sequence[float]) -> np.ndarray:
     ])
 
 
+def canonical_quaternion(quat: Sequence[float]) -> np.ndarray:
+    """Return the unit quaternion (x, y, z, w) of the same rotation with w >= 0."""
+    q = np.asarray(quat, dtype=np.float64)
+    norm = float(np.linalg.norm(q))
+    if q.shape != (4,) or not np.isfinite(q).all() or norm == 0.0:
+        raise ValueError(f'not a quaternion: {quat!r}')
+    q = q / norm
+    return -q if q[3] < 0 else q
+
+
 def homogeneous(rot: np.ndarray, trans: Sequence[float] = (0.0, 0.0, 0.0)) -> np.ndarray:
     """4x4 transform of a rotation matrix and a translation."""
     t = np.eye(4)

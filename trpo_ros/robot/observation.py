@@ -1,9 +1,10 @@
 """
-A policy's observation on a robot (numpy only): joint states by name, the goal, URDF limits.
+A policy's observation on a robot (numpy only): joint states by name, goal, object, limits.
 
 :class:`ObservationLayout` builds the exported model's input from a JointState's arrays (mapped
-by joint name) and a goal; :func:`urdf_joint_limits` and :func:`command_limits` read the
-limits a robot's URDF declares, to compare with the model's.
+by joint name), a goal and, for tasks with an object, the object's pose;
+:func:`urdf_joint_limits` and :func:`command_limits` read the limits a robot's URDF declares,
+to compare with the model's.
 """
 
 from __future__ import annotations
@@ -16,8 +17,11 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 from trpo_ros.errors import UserError
+from trpo_ros.robot.kinematics import canonical_quaternion
 
 GOAL_AXES = ('x', 'y', 'z')
+# An object pose as the layout takes it: position x, y, z then quaternion x, y, z, w.
+OBJECT_COLUMNS = tuple([f'object_pos/{a}' for a in 'xyz'] + [f'object_quat/{a}' for a in 'xyzw'])
 
 
 class ObservationError(UserError):
@@ -26,9 +30,10 @@ class ObservationError(UserError):
 
 class ObservationLayout:
     """
-    Builds a policy observation from a JointState (mapped by joint name) and a goal.
+    Builds a policy observation from a JointState (mapped by joint name), a goal and a pose.
 
-    Input names understood: ``joint_pos/<joint>``, ``joint_vel/<joint>``, ``goal/x|y|z``.
+    Input names understood: ``joint_pos/<joint>``, ``joint_vel/<joint>``, ``goal/x|y|z``,
+    ``object_pos/x|y|z`` and ``object_quat/x|y|z|w`` (the object pose, see `OBJECT_COLUMNS`).
     Index maps are precomputed; :meth:`fill` writes into one reused float32 buffer.
     """
 
@@ -37,6 +42,7 @@ class ObservationLayout:
         self.joint_names = list(joint_names)
         state_joints: list[str] = []  # joints needed from the JointState, first-use order
         pos_slots, pos_src, vel_slots, vel_src, goal_slots, goal_src = [], [], [], [], [], []
+        object_slots, object_src = [], []
         for slot, name in enumerate(self.input_names):
             kind, _, what = name.partition('/')
             if kind in ('joint_pos', 'joint_vel') and what:
@@ -48,15 +54,22 @@ class ObservationLayout:
             elif kind == 'goal' and what in GOAL_AXES:
                 goal_slots.append(slot)
                 goal_src.append(GOAL_AXES.index(what))
+            elif name in OBJECT_COLUMNS:
+                object_slots.append(slot)
+                object_src.append(OBJECT_COLUMNS.index(name))
             else:
                 raise ObservationError(
-                    f'policy input {name!r} cannot be built from a JointState and a goal '
-                    "(expected 'joint_pos/<joint>', 'joint_vel/<joint>' or 'goal/x|y|z')")
+                    f'policy input {name!r} cannot be built from a JointState, a goal and an '
+                    "object pose (expected 'joint_pos/<joint>', 'joint_vel/<joint>', "
+                    "'goal/x|y|z', 'object_pos/x|y|z' or 'object_quat/x|y|z|w')")
         for joint in self.joint_names:  # hold positions need every controlled joint
             if joint not in state_joints:
                 state_joints.append(joint)
         self.state_joints = state_joints
         self.needs_goal = bool(goal_slots)
+        self.needs_object = bool(object_slots)
+        self._object_slots = np.array(object_slots, np.intp)
+        self._object_src = np.array(object_src, np.intp)
         self.needs_velocity = bool(vel_slots)
         self._pos_slots = np.array(pos_slots, np.intp)
         self._pos_src = np.array(pos_src, np.intp)
@@ -118,9 +131,13 @@ class ObservationLayout:
                 ~np.isfinite(self.positions) | ~np.isfinite(self.velocities))]
             raise ObservationError(f'JointState has NaN/Inf for {", ".join(bad)}')
 
-    def fill(self, goal: np.ndarray | None) -> np.ndarray:
-        """Build the observation (reused buffer) from the last :meth:`read_state` and `goal`."""
+    def fill(self, goal: np.ndarray | None, object_pose: np.ndarray | None = None) -> np.ndarray:
+        """Build the observation (reused buffer): last :meth:`read_state`, `goal`, object."""
         obs = self.obs
+        if self.needs_object:
+            if object_pose is None:
+                raise ObservationError('no object pose yet (object topic)')
+            obs[self._object_slots] = object_pose[self._object_src]
         obs[self._pos_slots] = self.positions[self._pos_src]
         if self.needs_velocity:
             obs[self._vel_slots] = self.velocities[self._vel_src]
@@ -153,6 +170,27 @@ def validate_goal(values: Any) -> np.ndarray:
     if not np.isfinite(goal).all():
         raise ObservationError('goal contains NaN/Inf')
     return goal
+
+
+def validate_object_pose(position: Any, quaternion: Any) -> np.ndarray:
+    """
+    Check an object pose; return [x, y, z, qx, qy, qz, qw] with a unit quaternion, qw >= 0.
+
+    Raises ObservationError for NaN/Inf, wrong sizes or a zero quaternion.
+    """
+    try:
+        pos = np.asarray(position, np.float64).reshape(-1)
+        quat = np.asarray(quaternion, np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise ObservationError('object pose is not numbers') from None
+    if pos.shape != (3,) or quat.shape != (4,):
+        raise ObservationError(f'object pose has {pos.size} position and {quat.size} '
+                               'orientation values, expected 3 and 4')
+    if not (np.isfinite(pos).all() and np.isfinite(quat).all()):
+        raise ObservationError('object pose contains NaN/Inf')
+    if float(np.linalg.norm(quat)) < 1e-6:
+        raise ObservationError('object orientation is a zero quaternion')
+    return np.concatenate([pos, canonical_quaternion(quat)])
 
 
 def urdf_joint_limits(text: str) -> dict[str, dict[str, float]]:

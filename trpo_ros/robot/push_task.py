@@ -22,13 +22,14 @@ a table whose top is at `table_height`; goals are drawn in [goal_low, goal_high]
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 import os
 from typing import Any
 
 import numpy as np
 from trpo_ros.robot.config import load_robot_yaml, RobotConfigError
+from trpo_ros.robot.kinematics import canonical_quaternion
 from trpo_ros.robot.reach_task import GOAL_SOURCE
 from trpo_ros.robot.spec import robot_spec
 from trpo_ros.robot.task import ArmTask, common_fields, COMMON_KEYS, joint_sources, merged_task
@@ -53,16 +54,6 @@ OBJECT_SOURCE = {'name': 'object', 'type': 'geometry_msgs/PoseStamped',
                  'topic': '/trpo/object_pose',
                  'columns': [f'object_pos/{a}' for a in 'xyz']
                  + [f'object_quat/{a}' for a in 'xyzw']}
-
-
-def canonical_quaternion(quat: Sequence[float]) -> np.ndarray:
-    """Return the unit quaternion (x, y, z, w) of the same rotation with w >= 0."""
-    q = np.asarray(quat, dtype=np.float64)
-    norm = float(np.linalg.norm(q))
-    if q.shape != (4,) or not np.isfinite(q).all() or norm == 0.0:
-        raise ValueError(f'not a quaternion: {quat!r}')
-    q = q / norm
-    return -q if q[3] < 0 else q
 
 
 def _range(name: str, value: Any) -> tuple[float, float] | None:

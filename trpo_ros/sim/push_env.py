@@ -6,7 +6,8 @@ from typing import Any
 
 import numpy as np
 import pybullet as p
-from trpo_ros.robot.push_task import canonical_quaternion, push_task, PushTask
+from trpo_ros.robot.kinematics import canonical_quaternion
+from trpo_ros.robot.push_task import push_task, PushTask
 from trpo_ros.sim.reach_env import ReachEnv
 
 TABLE_HALF_EXTENTS = (0.2, 0.35)  # m, x and y: at least this large
