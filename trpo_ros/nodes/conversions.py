@@ -47,6 +47,8 @@ EE_AWAY_RGBA: RGBA = (0.9, 0.3, 0.1, 1.0)
 """End-effector sphere colour outside the success threshold (orange)."""
 EE_DIAMETER = 0.04
 """End-effector sphere diameter (m)."""
+OBJECT_RGBA: RGBA = (0.85, 0.25, 0.2, 1.0)
+"""The push task's cube (red, as in the sim's render)."""
 
 
 # --------------------------------------------------------------------------------------- QoS
@@ -275,6 +277,15 @@ def reach_markers(goal: np.ndarray, ee: np.ndarray, threshold: float, goal_diame
     return [sphere_marker('goal', 0, goal, goal_diameter, GOAL_RGBA, frame_id, stamp),
             sphere_marker('end_effector', 1, ee, EE_DIAMETER,
                           EE_REACHED_RGBA if close else EE_AWAY_RGBA, frame_id, stamp)]
+
+
+def object_marker(pose: np.ndarray, size: float, frame_id: str, stamp: Any) -> Marker:
+    """Build the CUBE marker ('object', id 2) of an object pose [x, y, z, qx, qy, qz, qw]."""
+    marker = _marker('object', 2, Marker.CUBE, OBJECT_RGBA, frame_id, stamp)
+    p, q = marker.pose.position, marker.pose.orientation
+    p.x, p.y, p.z, q.x, q.y, q.z, q.w = (float(v) for v in pose)
+    marker.scale.x = marker.scale.y = marker.scale.z = float(size)
+    return marker
 
 
 def robot_description_in_world(info: dict[str, Any], frame_id: str = 'world') -> str:

@@ -4,7 +4,8 @@ A PyBullet arm from `trpo_ros.sim` behind the interface of a real ros2_control r
 Publishes ``/joint_states`` and ``/robot_description``, takes ``Float64MultiArray`` commands
 like a forward command controller (absolute position targets for position and position_delta
 envs, velocities or torques otherwise), draws a goal per episode (``/trpo/goal``, markers on
-``/trpo/markers``) and reports episode success on ``/diagnostics``.
+``/trpo/markers``) and reports episode success on ``/diagnostics``. For a push task it also
+publishes the cube's pose (``/trpo/object_pose``, PoseStamped, as a perception node would).
 
 The robot is, in this order of precedence: the one an exported model was trained on
 (``model_path``: the model carries its robot/task YAML and URDF), a robot/task YAML
@@ -23,7 +24,7 @@ import time
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray
-from geometry_msgs.msg import PointStamped
+from geometry_msgs.msg import PointStamped, PoseStamped
 import numpy as np
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
@@ -40,7 +41,9 @@ from trpo_ros.nodes.conversions import (
     fill_joint_state,
     goal_from_msg,
     latched_qos,
+    object_marker,
     OK,
+    pose_stamped,
     reach_markers,
     robot_description_in_world,
     state_qos,
@@ -50,14 +53,14 @@ from trpo_ros.nodes.conversions import (
 from trpo_ros.nodes.guard import Guard, SafeLog
 from trpo_ros.nodes.runner import run_nodes
 from trpo_ros.robot.observation import ObservationError
-from trpo_ros.sim import load_robot_yaml, reach_from_yaml, robot_yaml_of
+from trpo_ros.sim import env_from_yaml, load_robot_yaml, robot_yaml_of
 from visualization_msgs.msg import MarkerArray
 
 NODE_NAME = 'sim_node'
 MODES = ('realtime', 'lockstep')
 
 PARAMETERS: dict[str, tuple[Any, str]] = {
-    'env': ('trpo_ros/KukaReach-v0', 'Gymnasium id of a trpo_ros.sim reach env'),
+    'env': ('trpo_ros/KukaReach-v0', 'Gymnasium id of a trpo_ros.sim env (reach or push)'),
     'robot_yaml': ('', 'robot/task YAML to simulate instead of env'),
     'model_path': ('', 'exported policy (.onnx): simulate the robot it was trained on '
                        '(overrides env and robot_yaml)'),
@@ -76,6 +79,7 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     'goal_topic': ('/trpo/goal', 'PointStamped goal topic (published, or followed)'),
     'follow_goal_topic': (False, 'take goals from goal_topic (published by a client such as '
                                  'RosReachEnv) instead of drawing and publishing its own'),
+    'object_topic': ('/trpo/object_pose', 'PoseStamped of the push task cube (published)'),
 }
 """Declared parameters: name -> (default, description)."""
 
@@ -108,8 +112,9 @@ class SimNode(Node):
         if param['urdf']:
             kwargs_env['urdf'] = param['urdf']
         steps = int(param['episode_steps'])
-        self.env = reach_from_yaml(robot_yaml, max_episode_steps=(steps or 2**62)
-                                   if steps >= 0 else None, **kwargs_env)
+        self.env = env_from_yaml(robot_yaml, max_episode_steps=(steps or 2**62)
+                                 if steps >= 0 else None, **kwargs_env)
+        self._has_object = hasattr(self.env.unwrapped, 'object_pose')  # the push task
         self._follow_goal = bool(param['follow_goal_topic'])
         self._followed_goal: np.ndarray | None = None  # the newest goal from the topic
         self.info = self.env.unwrapped.spec_info()
@@ -131,6 +136,8 @@ class SimNode(Node):
             subscribe_any_durability(self, PointStamped, param['goal_topic'],
                                      self.guard.wrap('goal', self._on_goal))
         self._marker_pub = self.create_publisher(MarkerArray, '/trpo/markers', 10)
+        self._object_pub = self.create_publisher(PoseStamped, param['object_topic'],
+                                                 state_qos()) if self._has_object else None
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         description = self.create_publisher(String, '/robot_description', latched_qos())
         description.publish(String(data=robot_description_in_world(self.info, self.frame_id)))
@@ -246,7 +253,11 @@ class SimNode(Node):
         self._command = None
 
     def _publish_state(self) -> None:
-        self._state_pub.publish(fill_joint_state(self._state_msg, self.get_clock().now().to_msg(),
+        stamp = self.get_clock().now().to_msg()
+        if self._object_pub is not None:  # what perception would see; before the state, so a
+            pose = np.concatenate(self.env.unwrapped.object_pose())  # step sees both
+            self._object_pub.publish(pose_stamped(PoseStamped(), stamp, self.frame_id, pose))
+        self._state_pub.publish(fill_joint_state(self._state_msg, stamp,
                                                  *self.env.unwrapped.joint_state()))
 
     def _on_goal(self, msg: PointStamped) -> None:
@@ -274,10 +285,14 @@ class SimNode(Node):
         with self._lock:
             env = self.env.unwrapped
             goal, ee = env.goal, env.ee_position()
+            pose = np.concatenate(env.object_pose()) if self._has_object else None
         threshold = float(self.info['success_threshold'])
         stamp = self.get_clock().now().to_msg()
-        self._marker_pub.publish(MarkerArray(markers=reach_markers(
-            goal, ee, threshold, 2 * threshold, self.frame_id, stamp)))
+        markers = reach_markers(goal, ee, threshold, 2 * threshold, self.frame_id, stamp)
+        if pose is not None:
+            markers.append(object_marker(pose, float(self.info['object_size']), self.frame_id,
+                                         stamp))
+        self._marker_pub.publish(MarkerArray(markers=markers))
 
     def _publish_diag(self) -> None:
         results = self.results

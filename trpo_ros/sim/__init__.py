@@ -19,8 +19,9 @@ from trpo_ros.envs import ENV_IDS, robot_yaml_of
 from trpo_ros.robot.config import find_sim_file, load_robot_yaml, RobotConfigError
 from trpo_ros.sim.reach_env import ReachEnv, save_gif
 
-__all__ = ['ENV_IDS', 'ReachEnv', 'RobotConfigError', 'find_sim_file', 'load_robot_yaml',
-           'make_env_from_yaml', 'push_from_yaml', 'reach_from_yaml', 'robot_yaml_of', 'save_gif']
+__all__ = ['ENV_IDS', 'ReachEnv', 'RobotConfigError', 'env_from_yaml', 'find_sim_file',
+           'load_robot_yaml', 'make_env_from_yaml', 'push_from_yaml', 'reach_from_yaml',
+           'robot_yaml_of', 'save_gif']
 
 
 def reach_from_yaml(robot_yaml: str | os.PathLike | Mapping[str, Any],
@@ -42,6 +43,13 @@ def push_from_yaml(robot_yaml: str | os.PathLike | Mapping[str, Any],
 
     steps = envs.episode_steps(robot_yaml) if max_episode_steps is None else max_episode_steps
     return TimeLimit(PushEnv(robot_yaml=robot_yaml, **kwargs), int(steps))
+
+
+def env_from_yaml(robot_yaml: str | os.PathLike | Mapping[str, Any],
+                  max_episode_steps: int | None = None, **kwargs: Any) -> gym.Env:
+    """Return the reach or push env of a robot/task YAML (by its task type), time-limited."""
+    build = push_from_yaml if envs.task_type(robot_yaml) == 'push' else reach_from_yaml
+    return build(robot_yaml, max_episode_steps=max_episode_steps, **kwargs)
 
 
 def make_env_from_yaml(robot_yaml: str | os.PathLike | Mapping[str, Any],
