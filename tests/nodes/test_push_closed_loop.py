@@ -95,3 +95,27 @@ def test_push_policy_closes_the_loop_over_dds(push_run, offline, probe, node_pro
     assert online == pytest.approx(offline['distance'], abs=0.02)
     assert int(values['successes']) / EPISODES == pytest.approx(offline['success_rate'], abs=0.26)
     assert sim.alive()
+
+
+@pytest.mark.unit
+def test_task_markers_show_the_cube_for_push_only():
+    # One marker builder for sim_node and train_node's rviz preview.
+    from builtin_interfaces.msg import Time
+    from trpo_ros.nodes.conversions import task_markers
+    from trpo_ros.sim import ReachEnv
+    from trpo_ros.sim.push_env import PushEnv
+
+    for env, expected in ((PushEnv('kuka_push.yaml'), ['goal', 'end_effector', 'object']),
+                          (ReachEnv('kuka_reach.yaml'), ['goal', 'end_effector'])):
+        try:
+            env.reset(seed=3)
+            markers = task_markers(env, 0.05, 0.1, 'world', Time())
+            assert [m.ns for m in markers] == expected
+            if expected[-1] == 'object':
+                position, quat = env.object_pose()
+                cube = markers[-1]
+                assert cube.scale.x == pytest.approx(env.task.object_size)
+                assert (cube.pose.position.x, cube.pose.orientation.w) == pytest.approx(
+                    (position[0], quat[3]))
+        finally:
+            env.close()

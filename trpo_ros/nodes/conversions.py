@@ -279,6 +279,17 @@ def reach_markers(goal: np.ndarray, ee: np.ndarray, threshold: float, goal_diame
                           EE_REACHED_RGBA if close else EE_AWAY_RGBA, frame_id, stamp)]
 
 
+def task_markers(env: Any, threshold: float, goal_diameter: float, frame_id: str,
+                 stamp: Any) -> list[Marker]:
+    """Markers of a trpo_ros env's scene: goal and end effector, and the push task's cube."""
+    markers = reach_markers(env.goal, env.ee_position(), threshold, goal_diameter, frame_id,
+                            stamp)
+    if hasattr(env, 'object_pose'):
+        markers.append(object_marker(np.concatenate(env.object_pose()), env.task.object_size,
+                                     frame_id, stamp))
+    return markers
+
+
 def object_marker(pose: np.ndarray, size: float, frame_id: str, stamp: Any) -> Marker:
     """Build the CUBE marker ('object', id 2) of an object pose [x, y, z, qx, qy, qz, qw]."""
     marker = _marker('object', 2, Marker.CUBE, OBJECT_RGBA, frame_id, stamp)

@@ -2,7 +2,8 @@
 Live rviz2 preview of a policy being trained: one in-process env driven at real time.
 
 Publishes ``/joint_states``, ``/robot_description`` (transient local, rooted at `frame_id`),
-``/trpo/markers`` (goal, end effector and a trail of its last :data:`TRAIL_LENGTH` positions)
+``/trpo/markers`` (goal, end effector, the push task's cube, and a trail of the end effector's
+last :data:`TRAIL_LENGTH` positions)
 and, when `camera_rate_hz` > 0, ``sensor_msgs/Image`` frames on ``/trpo/camera`` from the env's
 ``rgb_array`` renderer. The node that owns it swaps in a new policy with :meth:`set_policy`.
 """
@@ -23,9 +24,9 @@ from trpo_ros.nodes.conversions import (
     fill_joint_state,
     latched_qos,
     line_strip_marker,
-    reach_markers,
     robot_description_in_world,
     state_qos,
+    task_markers,
 )
 from visualization_msgs.msg import MarkerArray
 
@@ -121,13 +122,13 @@ class PolicyPreview:
         stamp = self._node.get_clock().now().to_msg()
         self._state_pub.publish(fill_joint_state(self._state_msg, stamp,
                                                  *env.unwrapped.joint_state()))
-        goal, ee = env.unwrapped.goal, env.unwrapped.ee_position()
-        self._trail.append(ee)
-        self._marker_pub.publish(self._markers(goal, ee, stamp))
+        self._trail.append(env.unwrapped.ee_position())
+        self._marker_pub.publish(self._markers(stamp))
 
-    def _markers(self, goal: np.ndarray, ee: np.ndarray, stamp: Any) -> MarkerArray:
+    def _markers(self, stamp: Any) -> MarkerArray:
         goal_size = 2 * self._threshold if self._threshold > 0 else 0.05
-        markers = reach_markers(goal, ee, self._threshold, goal_size, self._frame_id, stamp)
+        markers = task_markers(self.env.unwrapped, self._threshold, goal_size, self._frame_id,
+                               stamp)
         markers.append(line_strip_marker('trail', 2, self._trail, TRAIL_WIDTH, TRAIL_RGBA,
                                          self._frame_id, stamp))
         return MarkerArray(markers=markers)

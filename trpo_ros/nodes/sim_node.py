@@ -41,13 +41,12 @@ from trpo_ros.nodes.conversions import (
     fill_joint_state,
     goal_from_msg,
     latched_qos,
-    object_marker,
     OK,
     pose_stamped,
-    reach_markers,
     robot_description_in_world,
     state_qos,
     subscribe_any_durability,
+    task_markers,
     WARN,
 )
 from trpo_ros.nodes.guard import Guard, SafeLog
@@ -282,16 +281,11 @@ class SimNode(Node):
         self._goal_pub.publish(msg)
 
     def _publish_markers(self) -> None:
-        with self._lock:
-            env = self.env.unwrapped
-            goal, ee = env.goal, env.ee_position()
-            pose = np.concatenate(env.object_pose()) if self._has_object else None
         threshold = float(self.info['success_threshold'])
         stamp = self.get_clock().now().to_msg()
-        markers = reach_markers(goal, ee, threshold, 2 * threshold, self.frame_id, stamp)
-        if pose is not None:
-            markers.append(object_marker(pose, float(self.info['object_size']), self.frame_id,
-                                         stamp))
+        with self._lock:
+            markers = task_markers(self.env.unwrapped, threshold, 2 * threshold, self.frame_id,
+                                   stamp)
         self._marker_pub.publish(MarkerArray(markers=markers))
 
     def _publish_diag(self) -> None:
