@@ -6,7 +6,7 @@ from pathlib import Path
 import signal
 from typing import Any
 
-from nodes_helpers import NodeProcess, Probe
+from nodes_helpers import NodeProcess, Probe, train_run
 import pytest
 
 TRAIN_STEPS = 100_000  # about a minute with 2 envs; reaches most goals
@@ -40,17 +40,6 @@ def node_process(tmp_path: Path):
 @pytest.fixture(scope='session')
 def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Provide a run directory with a KukaReach policy trained briefly (run_dir/policy.onnx)."""
-    from trpo_ros.core.config import load_config
-    from trpo_ros.core.trainer import Trainer
-    from trpo_ros.export import export_onnx
-
-    run_dir = tmp_path_factory.mktemp('kuka') / 'run'
-    config = load_config(env_id='trpo_ros/KukaReach-v0', total_steps=TRAIN_STEPS, n_steps=2048,
-                         n_envs=2, seed=0, eval_every=1000, checkpoint_every=1000)
-    trainer = Trainer(config, run_dir, tensorboard=False, exporter=export_onnx)
-    try:
-        trainer.train()
-    finally:
-        trainer.close()
-    assert (run_dir / 'policy.onnx').is_file()
-    return run_dir
+    return train_run(tmp_path_factory.mktemp('kuka') / 'run', env_id='trpo_ros/KukaReach-v0',
+                     total_steps=TRAIN_STEPS, n_steps=2048, n_envs=2, seed=0, eval_every=1000,
+                     checkpoint_every=1000)

@@ -19,6 +19,21 @@ PYTHON = sys.executable
 JOINTS = ['a1', 'a2', 'a3']
 
 
+def train_run(run_dir: Path, **config: Any) -> Path:
+    """Train a run with the given config fields and export it (run_dir/policy.onnx)."""
+    from trpo_ros.core.config import load_config
+    from trpo_ros.core.trainer import Trainer
+    from trpo_ros.export import export_onnx
+
+    trainer = Trainer(load_config(**config), run_dir, tensorboard=False, exporter=export_onnx)
+    try:
+        trainer.train()
+    finally:
+        trainer.close()
+    assert (run_dir / 'policy.onnx').is_file()
+    return run_dir
+
+
 def write_linear_policy(path: str | Path, joint_names: Sequence[str] = JOINTS,
                         control_mode: str = 'position', rate_hz: float = 50.0,
                         seed: int = 0, with_goal: bool = True,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
-from nodes_helpers import ACTIVE_AT_ONCE
+from nodes_helpers import ACTIVE_AT_ONCE, train_run
 import numpy as np
 import pytest
 from trpo_ros.nodes.conversions import object_qos
@@ -21,19 +21,9 @@ SEED = 700
 @pytest.fixture(scope='module')
 def push_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Provide a run directory with a KukaPush policy after two TRPO iterations (exported)."""
-    from trpo_ros.core.config import load_config
-    from trpo_ros.core.trainer import Trainer
-    from trpo_ros.export import export_onnx
-
-    run_dir = tmp_path_factory.mktemp('push') / 'run'
-    config = load_config(env_id='trpo_ros/KukaPush-v0', total_steps=4096, n_steps=2048,
-                         n_envs=1, seed=0, eval_every=0, checkpoint_every=1000)
-    trainer = Trainer(config, run_dir, tensorboard=False, exporter=export_onnx)
-    try:
-        trainer.train()
-    finally:
-        trainer.close()
-    return run_dir
+    return train_run(tmp_path_factory.mktemp('push') / 'run', env_id='trpo_ros/KukaPush-v0',
+                     total_steps=4096, n_steps=2048, n_envs=1, seed=0, eval_every=0,
+                     checkpoint_every=1000)
 
 
 @pytest.fixture(scope='module')
