@@ -25,14 +25,18 @@ from launch_ros.actions import Node
 
 
 def generate_launch_description():
-    default_params = os.path.join(get_package_share_directory('trpo_ros'), 'config',
-                                  'deploy.yaml')
+    config = os.path.join(get_package_share_directory('trpo_ros'), 'config')
+    default_params = os.path.join(config, 'deploy.yaml')
+    sim_overrides = os.path.join(config, 'deploy_sim.yaml')
     model = LaunchConfiguration('model')
     params_file = LaunchConfiguration('params_file')
     command_topic = LaunchConfiguration('command_topic')
     goal_topic = LaunchConfiguration('goal_topic')
     follow = PythonExpression(["'", LaunchConfiguration('sim_goals'), "' == 'topic'"])
     simulated = PythonExpression(["'", LaunchConfiguration('sim'), "'.lower() == 'true'"])
+    # With sim:=true deploy_sim.yaml's overrides follow params_file; else params_file again.
+    sim_params = PythonExpression(["'", sim_overrides, "' if ", simulated, " else '",
+                                   params_file, "'"])
     start_mode = PythonExpression(["'", LaunchConfiguration('start_mode'), "' or ('active' if ",
                                    simulated, " else 'standby')"])
     return LaunchDescription([
@@ -60,12 +64,10 @@ def generate_launch_description():
             name='inference_node',
             output='screen',
             # sim:=true asks for the policy itself (a real robot starts in standby: call
-            # ~/activate_policy); the sim's resets teleport the arm, not a command jump.
-            parameters=[params_file, {'model_path': model, 'command_topic': command_topic,
-                                      'goal_topic': goal_topic,
-                                      'start_mode': start_mode,
-                                      'estop_command_step': PythonExpression([
-                                          '0.0 if ', simulated, ' else 0.5'])}],
+            # ~/activate_policy).
+            parameters=[params_file, sim_params,
+                        {'model_path': model, 'command_topic': command_topic,
+                         'goal_topic': goal_topic, 'start_mode': start_mode}],
         ),
         Node(
             package='trpo_ros',

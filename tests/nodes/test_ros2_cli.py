@@ -231,6 +231,9 @@ def test_deploy_launch_closed_loop_param_lifecycle(ros2: Ros2Cli, trained_run: P
     expect_commands(probe)
     result = ros2.run('param', 'get', '/inference_node', 'model_path')
     assert str(good) in result.stdout, result
+    # sim:=true adds config/deploy_sim.yaml over params_file: the sim's resets are no e-stop.
+    result = ros2.run('param', 'get', '/inference_node', 'estop_command_step')
+    assert 'Double value is: 0.0' in result.stdout, result
 
     # Lifecycle: deactivate -> activate -> deactivate -> cleanup -> configure -> activate.
     def transition(name: str) -> None:
