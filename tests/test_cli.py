@@ -70,6 +70,17 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, monkeypatch, ar
 
 
 @pytest.mark.integration
+def test_training_over_ros_without_a_robot_is_one_line(tmp_path, capsys, monkeypatch):
+    # RosEnvError is a UserError: nobody publishing joint states is bad input, not a bug.
+    code, stderr = run_in_process(capsys, monkeypatch, tmp_path, 'train', '--env',
+                                  'trpo_ros/RosReach-v0', '--env-kwargs', '{connect_timeout: 1}',
+                                  '--n-envs', '1', '--n-steps', '512', '--total-steps', '512',
+                                  '--run-dir', str(tmp_path / 'run'), '--no-progress')
+    assert code == 2 and 'Traceback' not in stderr, stderr
+    assert 'no sensor_msgs/JointState on /joint_states within 1 s' in stderr, stderr
+
+
+@pytest.mark.integration
 def test_bad_input_from_the_console_script_has_no_traceback(tmp_path):
     result = run('train', '--env', 'CartPole-v1', cwd=tmp_path)
     assert result.returncode == 2

@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 import numpy as np
+from trpo_ros.errors import UserError
 from trpo_ros.robot import kinematics
 
 _node_ids = itertools.count()
@@ -26,7 +27,7 @@ _node_ids = itertools.count()
 StateEntry = tuple[int, float, Any]
 
 
-class RosEnvError(RuntimeError):
+class RosEnvError(UserError, RuntimeError):
     """The ROS side is unusable (wrong joints, no subscriber, no robot description, ...)."""
 
 
