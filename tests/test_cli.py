@@ -140,7 +140,7 @@ def test_train_eval_export_round_trip(tmp_path):
     (['serve', '/nonexistent.onnx'], 'policy file not found'),
     (['sim', '--model', '/nonexistent.onnx'], 'policy file not found'),
     (['sim', '--robot-yaml', '/nonexistent.yaml'], 'not found'),
-    (['sim', '--env', 'Pendulum-v1'], 'not a trpo_ros reach robot'),
+    (['sim', '--env', 'Pendulum-v1'], 'not a trpo_ros robot env'),
     (['deploy-sim', '/nonexistent.onnx'], 'policy file not found'),
     (['demo', '--out', '/proc/no_such_dir/out'], 'no_such_dir'),
 ], ids=['train', 'train-ros', 'eval', 'export', 'serve', 'sim-model', 'sim-yaml', 'sim-env',

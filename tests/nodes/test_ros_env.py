@@ -164,7 +164,7 @@ def test_faults_timeout_leaves_hold(node_process, probe):
             with pytest.raises(RosEnvTimeout, match='no fresh JointState'):
                 env.step(env.action_space.high)
             waited = time.monotonic() - started
-            assert 0.45 <= waited < 2.0, waited
+            assert 0.45 <= waited < 5.0, waited  # the timeout, not a hang (loose: loaded CI)
             # The last command on the topic is the hold command (the measured positions).
             probe.wait_for(lambda: np.array_equal(probe.commands[-1][1], last_q))
             time.sleep(0.2)

@@ -49,6 +49,7 @@ class TrainMachine(RuleBasedStateMachine):
             'total_steps': 128 * ITERATIONS, 'run_dir': str(self.run_dir)},
             self.dir / 'train.log')
         self.probe.wait_for(lambda: self.iterations, timeout=60)
+        self.first_iteration = time.monotonic()
 
     def teardown(self) -> None:
         """SIGINT while a save is asked for: exit 0, the newest checkpoint is whole."""
@@ -101,6 +102,12 @@ class TrainMachine(RuleBasedStateMachine):
         else:
             time.sleep(seconds)
 
+    def iteration_period(self) -> float:
+        """Return the mean time between iterations so far (s), pauses included."""
+        with self.probe.lock:
+            n = len(self.iterations)
+        return (time.monotonic() - self.first_iteration) / max(1, n - 1)
+
     def pause(self, pause: bool) -> None:
         request = SetBool.Request()
         request.data = pause
@@ -111,12 +118,18 @@ class TrainMachine(RuleBasedStateMachine):
         if pause:
             with self.probe.lock:
                 at_pause = len(self.iterations)
-            time.sleep(0.6)  # the running iteration ends: at most one more, then none
-            with self.probe.lock:
-                count = len(self.iterations)
-            time.sleep(0.4)
-            assert len(self.iterations) == count <= at_pause + 1, \
-                'iterations went on while paused'
+            # The running iteration may end (at most one more), then none: wait for a quiet
+            # window of 3 iteration periods (measured, so a loaded machine does not fail it).
+            quiet = min(3.0, max(0.5, 3 * self.iteration_period()))
+            count, changed, deadline = at_pause, time.monotonic(), time.monotonic() + 30
+            while time.monotonic() - changed < quiet and time.monotonic() < deadline:
+                with self.probe.lock:
+                    now_count = len(self.iterations)
+                if now_count != count:
+                    count, changed = now_count, time.monotonic()
+                time.sleep(0.02)
+            assert count <= at_pause + 1 and time.monotonic() < deadline, \
+                f'iterations went on while paused ({at_pause} -> {count})'
         else:
             with self.probe.lock:
                 count = len(self.iterations)
