@@ -80,3 +80,16 @@ def test_user_yaml_adds_a_robot(tmp_path: Path) -> None:
         steps += 1
     assert steps == 7
     env.close()
+
+
+def test_unreadable_yaml_files_name_themselves(tmp_path: Path) -> None:
+    from trpo_ros.core.config import ConfigError, load_config
+
+    broken, listed = tmp_path / 'broken.yaml', tmp_path / 'listed.yaml'
+    broken.write_text('robot: [unclosed\n')
+    listed.write_text('- a\n- b\n')
+    for path, message in ((broken, 'is not valid YAML'), (listed, 'must hold a mapping')):
+        with pytest.raises(RobotConfigError, match=f'robot/task YAML {path}.*{message}'):
+            load_robot_yaml(path)
+        with pytest.raises(ConfigError, match=f'config file {path}.*{message}'):
+            load_config(path)

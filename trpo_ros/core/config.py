@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from trpo_ros.errors import UserError
+from trpo_ros.robot.config import read_yaml_mapping
 import yaml
 
 
@@ -228,12 +229,6 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> TRPOConfig:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f'config file not found: {path}')
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f'config file {path} is not valid YAML: {exc}') from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f'config file {path} must hold a mapping of field: value')
-        values.update(loaded)
+        values.update(read_yaml_mapping(path, 'config file', ConfigError))
     values.update({k: v for k, v in overrides.items() if v is not None})
     return from_dict(values)

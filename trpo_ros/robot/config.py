@@ -88,6 +88,17 @@ def find_sim_file(name: str | os.PathLike) -> Path:
     raise RobotConfigError(f'sim file {str(name)!r} not found (looked at: {", ".join(tried)})')
 
 
+def read_yaml_mapping(path: Path, what: str, error: type[UserError]) -> dict[str, Any]:
+    """Read a YAML file that must hold a mapping; `error` names `what` and `path` otherwise."""
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise error(f'{what} {path} is not valid YAML: {exc}') from None
+    if not isinstance(data, dict):
+        raise error(f'{what} {path} must hold a mapping at the top level')
+    return data
+
+
 def load_robot_yaml(name: str | os.PathLike | Mapping[str, Any]) -> dict[str, Any]:
     """
     Load and validate a robot/task YAML; returns {'path', 'robot': {...}, 'task': {...}}.
@@ -100,12 +111,7 @@ def load_robot_yaml(name: str | os.PathLike | Mapping[str, Any]) -> dict[str, An
         path, data = Path('<embedded>'), copy.deepcopy(dict(name))
     else:
         path = find_sim_file(name)
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise RobotConfigError(f'{path}: invalid YAML: {exc}') from exc
-    if not isinstance(data, dict):
-        raise RobotConfigError(f'{path}: expected a mapping at the top level')
+        data = read_yaml_mapping(path, 'robot/task YAML', RobotConfigError)
     robot = data.get('robot') or {}
     task = data.get('task') or {}
     for section, values, allowed in (('robot', robot, ROBOT_KEYS), ('task', task, TASK_KEYS)):
