@@ -4,7 +4,9 @@ Static checks of ROS 2 Python launch files (the `launch` library cannot be insta
 A launch file is parsed with `ast`; values are resolved symbolically: string constants, names
 assigned in the file, ``os.path.join``, ``get_package_share_directory('pkg')`` /
 ``FindPackageShare('pkg')`` (-> ``<share:pkg>``), ``PathJoinSubstitution([...])`` and
-``LaunchConfiguration('arg')`` (-> the default of ``DeclareLaunchArgument('arg', ...)``).
+``LaunchConfiguration('arg')`` (-> the default of ``DeclareLaunchArgument('arg', ...)``). A
+parameter entry ``PythonExpression([...])`` that picks one of several files stands for each
+file it names (all are checked).
 """
 
 from __future__ import annotations
@@ -124,12 +126,23 @@ class LaunchFile:
                             spec.parameter_keys.append(value)
                     continue
                 value = self.resolve(entry)
-                if value is None:
-                    spec.unresolved.append(ast.unparse(entry))
+                choices = self.file_choices(entry) if value is None else [value]
+                if choices:
+                    spec.parameter_files.extend(choices)
                 else:
-                    spec.parameter_files.append(value)
+                    spec.unresolved.append(ast.unparse(entry))
             specs.append(spec)
         return specs
+
+    def file_choices(self, expr: ast.AST) -> list[str]:
+        """Return the share files a ``PythonExpression([...])`` parameter entry chooses from."""
+        if isinstance(expr, ast.Name) and expr.id in self.assignments:
+            expr = self.assignments[expr.id]
+        if not (isinstance(expr, ast.Call) and _call_name(expr).endswith('PythonExpression')
+                and expr.args and isinstance(expr.args[0], ast.List)):
+            return []
+        values = [self.resolve(e) for e in expr.args[0].elts]
+        return [v for v in values if v is not None and split_share(v)]
 
     def share_paths(self) -> list[tuple[str, str]]:
         """(package, relative path) of every path under a package share directory it builds."""
