@@ -255,9 +255,16 @@ class Ros2Cli:
         run_command(['ros2', 'daemon', 'stop'], self.env, timeout=15.0)
 
 
-def echo_once(cli: Ros2Cli, topic: str, msg_type: str, timeout: float = 20.0) -> Result:
-    """`ros2 topic echo --once TOPIC TYPE` (waits up to `timeout` s for one message)."""
-    return cli.run('topic', 'echo', '--once', topic, msg_type, timeout=timeout)
+def echo_once(cli: Ros2Cli, topic: str, msg_type: str, timeout: float = 20.0,
+              retry_for: float = 0.0) -> Result:
+    """
+    `ros2 topic echo --once TOPIC TYPE` (waits up to `timeout` s for one message).
+
+    With `retry_for` > 0 an echo that heard nothing is started again for that long (a fresh
+    echo discovers the publisher anew; on a loaded machine the first one can miss it).
+    """
+    return cli.run('topic', 'echo', '--once', topic, msg_type, timeout=timeout,
+                   until=lambda r: r.returncode == 0, retry_for=retry_for)
 
 
 def float_field(text: str, name: str = 'data') -> float:

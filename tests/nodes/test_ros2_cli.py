@@ -316,8 +316,10 @@ def test_modes_and_goals_from_ros2_cli_in_closed_loop(ros2: Ros2Cli, trained_run
     assert np.linalg.norm(ee_position(markers) - goal_a) > GOAL_TOLERANCE  # a real move
     publish_goal(goal_a)  # default QoS, as rviz2's Publish Point and most user code publish
     stays_put()
-    preview = echo_once(ros2, '/inference_node/policy_preview', 'std_msgs/msg/Float64MultiArray')
-    assert preview.returncode == 0 and 'data:' in preview.stdout, preview
+    preview = echo_once(ros2, '/inference_node/policy_preview', 'std_msgs/msg/Float64MultiArray',
+                        timeout=10, retry_for=30)
+    assert preview.returncode == 0 and 'data:' in preview.stdout, \
+        f'{preview}\n{ros2.transcript()}\n{launch.output()}'
     assert call('activate_policy')[0]
     reaches(goal_a)
 
