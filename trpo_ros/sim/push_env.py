@@ -36,7 +36,6 @@ class PushEnv(ReachEnv):
         self._weights = {'ee_object_weight': ee_object_weight,
                          'object_goal_weight': object_goal_weight}
         self._object = -1
-        self._reset_options: dict | None = None
         super().__init__(robot_yaml, velocity_penalty=velocity_penalty, **kwargs)
 
     def _build_task(self, robot_yaml: Any, **kwargs: Any) -> PushTask:
@@ -73,7 +72,7 @@ class PushEnv(ReachEnv):
                                          physicsClientId=cid)
         self._object_size = size
 
-    def _reset_scene(self, rng: np.random.Generator) -> None:
+    def _reset_scene(self, rng: np.random.Generator, options: dict) -> None:
         """Draw the cube's size, mass, friction and start pose; put it at rest on the table."""
         task: PushTask = self.task
         cid = self.robot.client
@@ -87,7 +86,7 @@ class PushEnv(ReachEnv):
         p.changeDynamics(self._object, -1, mass=draw(task.object_mass, task.object_mass_range),
                          lateralFriction=draw(task.object_friction, task.object_friction_range),
                          physicsClientId=cid)
-        start = (self._reset_options or {}).get('object')
+        start = options.get('object')
         xy = np.asarray(start, np.float64) if start is not None else \
             rng.uniform(task.object_low, task.object_high)
         yaw = float(rng.uniform(-np.pi, np.pi))
@@ -99,12 +98,6 @@ class PushEnv(ReachEnv):
         goal[2] = task.resting_z(size)
         self.set_goal(goal)
         self._read_object()
-
-    def reset(self, *, seed: int | None = None,
-              options: dict | None = None) -> tuple[np.ndarray, dict]:
-        """Arm near home, cube and goal drawn on the table (see the class docstring)."""
-        self._reset_options = options
-        return super().reset(seed=seed, options=options)
 
     def _read_state(self) -> None:
         super()._read_state()

@@ -203,10 +203,10 @@ class ReachEnv(gym.Env):
         self.set_goal(goal if goal is not None else rng.uniform(self.goal_low, self.goal_high))
         self._pending = deque(self._neutral_action() for _ in range(self.action_latency))
         self._read_state()
-        self._reset_scene(rng)
+        self._reset_scene(rng, options or {})
         return self._observe(), {**self._start_info(), 'self_collision': False}
 
-    def _reset_scene(self, rng: np.random.Generator) -> None:
+    def _reset_scene(self, rng: np.random.Generator, options: dict) -> None:
         """Put the task's objects in place after the arm and goal (reach: none)."""
 
     def _start_info(self) -> dict[str, Any]:
