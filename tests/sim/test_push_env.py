@@ -134,3 +134,47 @@ def test_task_kinds_are_checked() -> None:
     np.testing.assert_allclose(canonical_quaternion([0.0, 0.0, 0.6, -0.8]), [0.0, 0.0, -0.6, 0.8])
     again = push_task(push_task('panda_push.yaml').robot_config())
     assert again.spec_info()['robot_config'] == push_task('panda_push.yaml').robot_config()
+
+
+def test_push_point_lies_behind_the_cube_seen_from_the_goal() -> None:
+    task = push_task('kuka_push.yaml')
+    cube, goal = np.array([0.55, 0.0, 0.225]), np.array([0.70, 0.10, 0.225])
+    point = task.push_point(cube, goal)
+    away = (cube - goal)[:2] / np.linalg.norm((cube - goal)[:2])
+    np.testing.assert_allclose(point[:2], cube[:2] + task.push_offset * away)
+    assert point[2] == pytest.approx(cube[2] + task.push_height)
+    # On the goal the direction is undefined: the point sits above the cube's centre.
+    np.testing.assert_allclose(task.push_point(goal, goal), goal + [0.0, 0.0, task.push_height])
+    # The reward terms: the end effector at the push point pays nothing for its distance.
+    reward, info = task.outcome(point, cube, goal, np.zeros(task.robot.n_joints))
+    assert info['ee_distance'] == pytest.approx(0.0)
+    assert reward == pytest.approx(-task.object_goal_weight * np.linalg.norm(cube - goal) +
+                                   task.action_term(np.zeros(task.robot.n_joints)))
+    # The YAML carries the reward settings, and an override wins over it.
+    assert push_task('kuka_push.yaml', push_offset=0.1).push_offset == 0.1
+    assert 'push_offset' in task.task_config()
+
+
+def test_the_flange_cannot_reach_the_push_point_without_pushing_the_cube() -> None:
+    # Why the reward pushes: the flange touches the cube before its frame reaches the push
+    # point. Placed at the push point (arm posed by IK there), the flange overlaps the cube.
+    import pybullet as p
+
+    env = gym.make('trpo_ros/KukaPush-v0').unwrapped
+    try:
+        env.reset(seed=0, options={'object': (0.55, 0.0), 'goal': (0.72, 0.0, 0.0)})
+        task, robot = env.task, env.robot
+        cube = env.object_pose()[0]
+        target = task.push_point(cube, env.goal)
+        for _ in range(20):
+            q = p.calculateInverseKinematics(robot.body, robot.ee_index, target.tolist(),
+                                             p.getQuaternionFromEuler((np.pi, 0.0, 0.0)),
+                                             physicsClientId=robot.client)
+            env.set_joint_state(q[:robot.n_joints])
+        assert np.linalg.norm(env.ee_position() - target) < 0.01
+        p.performCollisionDetection(physicsClientId=robot.client)
+        contacts = p.getClosestPoints(robot.body, env._object, 0.0, linkIndexA=robot.ee_index,
+                                      physicsClientId=robot.client)
+        assert contacts, 'the flange at the push point does not touch the cube'
+    finally:
+        env.close()

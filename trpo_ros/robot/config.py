@@ -45,7 +45,8 @@ TASK_KEYS = ('type', 'control_mode', 'max_delta', 'control_rate_hz', 'physics_ra
              # push only (trpo_ros.robot.push_task)
              'table_height', 'object_low', 'object_high', 'object_size', 'object_mass',
              'object_friction', 'object_size_range', 'object_mass_range',
-             'object_friction_range')
+             'object_friction_range', 'push_offset', 'push_height', 'ee_object_weight',
+             'object_goal_weight')
 LIMIT_KEYS = ('lower', 'upper', 'velocity', 'effort')
 
 

@@ -13,8 +13,11 @@ one ``geometry_msgs/PoseStamped`` (perception or motion capture):
 | ``object_quat/x, y, z, w``  | 4    | unit quaternion, w >= 0       | geometry_msgs/PoseStamped  |
 | ``goal/x, y, z``            | 3    | m, world frame (on the table) | geometry_msgs/PointStamped |
 
-Reward (dense): ``-ee_object_weight*|ee - object| - object_goal_weight*|object - goal|
+Reward (dense): ``-ee_object_weight*|ee - push_point| - object_goal_weight*|object - goal|
 - action_penalty*|a_n|^2``; success: the object within `success_threshold` (5 cm) of the goal.
+The push point lies `push_offset` behind the object's center on the far side from the goal and
+`push_height` above it: where the end effector pushes from (a flange is wider than its frame
+origin and longer below it, so touching the center is neither possible nor the aim).
 The cube (edge `object_size`, `object_mass`, `object_friction`, each with an optional
 randomization range drawn per episode) starts uniformly in [object_low, object_high] (x, y) on
 a table whose top is at `table_height`; goals are drawn in [goal_low, goal_high] (x, y) on it.
@@ -49,6 +52,10 @@ PUSH_DEFAULTS: dict[str, Any] = {
     'object_size_range': None,
     'object_mass_range': None,
     'object_friction_range': None,
+    'push_offset': 0.0,
+    'push_height': 0.0,
+    'ee_object_weight': 0.5,
+    'object_goal_weight': 1.0,
 }
 OBJECT_SOURCE = {'name': 'object', 'type': 'geometry_msgs/PoseStamped',
                  'topic': '/trpo/object_pose',
@@ -81,7 +88,9 @@ class PushTask(ArmTask):
         object_size_range: (low, high) randomization of the edge per episode, or None.
         object_mass_range: (low, high) randomization of the mass per episode, or None.
         object_friction_range: (low, high) randomization of the friction, or None.
-        ee_object_weight: reward weight of the end effector -> object distance.
+        push_offset: distance of the push point behind the object's center (m, horizontal).
+        push_height: height of the push point above the object's center (m).
+        ee_object_weight: reward weight of the end effector -> push point distance.
         object_goal_weight: reward weight of the object -> goal distance.
 
     """
@@ -97,6 +106,8 @@ class PushTask(ArmTask):
     object_size_range: tuple[float, float] | None = None
     object_mass_range: tuple[float, float] | None = None
     object_friction_range: tuple[float, float] | None = None
+    push_offset: float = 0.0
+    push_height: float = 0.0
     ee_object_weight: float = 0.5
     object_goal_weight: float = 1.0
 
@@ -132,16 +143,23 @@ class PushTask(ArmTask):
         return np.concatenate([q, qd, ee, object_pos, canonical_quaternion(object_quat),
                                goal]).astype(np.float32)
 
+    def push_point(self, object_pos: np.ndarray, goal: np.ndarray) -> np.ndarray:
+        """Return where the end effector pushes from: behind the object, seen from the goal."""
+        away = object_pos[:2] - goal[:2]
+        norm = float(np.linalg.norm(away))
+        behind = away / norm * self.push_offset if norm > 1e-6 else np.zeros(2)
+        return object_pos + np.array([behind[0], behind[1], self.push_height])
+
     def outcome(self, ee: np.ndarray, object_pos: np.ndarray, goal: np.ndarray,
                 action: np.ndarray) -> tuple[float, dict[str, Any]]:
         """
         Return (reward, info) for a step that applied the clipped `action`.
 
-        `info` has ``distance`` (object -> goal, m), ``ee_distance`` (end effector -> object),
+        `info` has ``distance`` (object -> goal, m), ``ee_distance`` (end effector -> push point),
         ``is_success`` and the reward terms ``reward_ee``, ``reward_object``, ``reward_action``.
         """
         distance = float(np.linalg.norm(object_pos - goal))
-        ee_distance = float(np.linalg.norm(ee - object_pos))
+        ee_distance = float(np.linalg.norm(ee - self.push_point(object_pos, goal)))
         r_ee = -self.ee_object_weight * ee_distance
         r_object = -self.object_goal_weight * distance
         r_act = self.action_term(action)
@@ -160,7 +178,10 @@ class PushTask(ArmTask):
                 'object_mass': self.object_mass, 'object_friction': self.object_friction,
                 'object_size_range': self.object_size_range,
                 'object_mass_range': self.object_mass_range,
-                'object_friction_range': self.object_friction_range}
+                'object_friction_range': self.object_friction_range,
+                'push_offset': self.push_offset, 'push_height': self.push_height,
+                'ee_object_weight': self.ee_object_weight,
+                'object_goal_weight': self.object_goal_weight}
 
     def spec_info(self) -> dict[str, Any]:
         """As ArmTask's, plus the table and the object."""
@@ -170,13 +191,13 @@ class PushTask(ArmTask):
 
 PUSH_KEYS = (*COMMON_KEYS, 'table_height', 'object_low', 'object_high', 'object_size',
              'object_mass', 'object_friction', 'object_size_range', 'object_mass_range',
-             'object_friction_range')
+             'object_friction_range', 'push_offset', 'push_height', 'ee_object_weight',
+             'object_goal_weight')
 
 
 def push_task(robot_yaml: str | os.PathLike | Mapping[str, Any], *,
               robot: Mapping[str, Any] | None = None, action_penalty: float = 0.01,
-              velocity_penalty: float = 0.0, ee_object_weight: float = 0.5,
-              object_goal_weight: float = 1.0, **task_overrides: Any) -> PushTask:
+              velocity_penalty: float = 0.0, **task_overrides: Any) -> PushTask:
     """
     Build the PushTask of a robot/task YAML whose task has ``type: push``.
 
@@ -208,4 +229,6 @@ def push_task(robot_yaml: str | os.PathLike | Mapping[str, Any], *,
         object_size_range=_range('object_size_range', task['object_size_range']),
         object_mass_range=_range('object_mass_range', task['object_mass_range']),
         object_friction_range=_range('object_friction_range', task['object_friction_range']),
-        ee_object_weight=float(ee_object_weight), object_goal_weight=float(object_goal_weight))
+        push_offset=float(task['push_offset']), push_height=float(task['push_height']),
+        ee_object_weight=float(task['ee_object_weight']),
+        object_goal_weight=float(task['object_goal_weight']))

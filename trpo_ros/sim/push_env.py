@@ -31,15 +31,18 @@ class PushEnv(ReachEnv):
     default_yaml = 'kuka_push.yaml'
 
     def __init__(self, robot_yaml: Any = None, velocity_penalty: float = 0.0,
-                 ee_object_weight: float = 0.5, object_goal_weight: float = 1.0,
+                 push_offset: float | None = None, push_height: float | None = None,
+                 ee_object_weight: float | None = None, object_goal_weight: float | None = None,
                  **kwargs: Any) -> None:
-        self._weights = {'ee_object_weight': ee_object_weight,
-                         'object_goal_weight': object_goal_weight}
+        # Reward settings over the YAML's (None keeps the YAML's value).
+        self._reward = {'push_offset': push_offset, 'push_height': push_height,
+                        'ee_object_weight': ee_object_weight,
+                        'object_goal_weight': object_goal_weight}
         self._object = -1
         super().__init__(robot_yaml, velocity_penalty=velocity_penalty, **kwargs)
 
     def _build_task(self, robot_yaml: Any, **kwargs: Any) -> PushTask:
-        return push_task(robot_yaml, **kwargs, **self._weights)
+        return push_task(robot_yaml, **kwargs, **self._reward)
 
     def _setup(self, position_gain: float) -> None:
         super()._setup(position_gain)
