@@ -87,6 +87,29 @@ def write_linear_policy(path: str | Path, joint_names: Sequence[str] = JOINTS,
     return path
 
 
+class Stream:
+    """Calls `publish(content)` every `period` s from a thread while `content` is not None."""
+
+    def __init__(self, publish: Callable[[Any], None], period: float) -> None:
+        self.publish, self.period = publish, period
+        self.content: Any = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            content = self.content
+            if content is not None:
+                self.publish(content)
+            time.sleep(self.period)
+
+    def close(self) -> None:
+        """Stop publishing."""
+        self._stop.set()
+        self._thread.join(timeout=2.0)
+
+
 class Probe:
     """An in-process rclpy node (own context, executor thread) that plays the robot side."""
 

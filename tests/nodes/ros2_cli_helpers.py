@@ -238,8 +238,12 @@ class Ros2Cli:
 
     def launch(self, *args: str) -> Launch:
         """Start `ros2 launch *args` (stopped at the end of the test if still running)."""
-        log = self.log_dir / f'launch_{len(self.launches)}.log'
-        proc = Launch(['ros2', 'launch', *args], self.env, log)
+        return self.start('launch', *args)
+
+    def start(self, *args: str) -> Launch:
+        """Start a long-running `ros2 *args` (`launch`, `topic pub -r`): stopped at the end."""
+        log = self.log_dir / f'{args[0]}_{len(self.launches)}.log'
+        proc = Launch(['ros2', *args], self.env, log)
         self.launches.append(proc)
         return proc
 

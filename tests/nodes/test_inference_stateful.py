@@ -18,7 +18,6 @@ from pathlib import Path
 import shutil
 import signal
 import tempfile
-import threading
 import time
 
 from hypothesis import strategies as st
@@ -29,6 +28,7 @@ from nodes_helpers import (
     NodeProcess,
     Probe,
     run_stateful,
+    Stream,
     write_linear_policy,
 )
 import numpy as np
@@ -46,29 +46,6 @@ BOUND = 2.0  # write_linear_policy's command bounds are [-2, 2]
 EXAMPLES, STEPS = 4, 60
 LOADABLE = {'good': 'a', 'good2': 'a', 'other': 'b'}  # model -> its joint family
 steps_run = [0]
-
-
-class StateStream:
-    """Publishes the probe's current JointState content every 10 ms (None = silence)."""
-
-    def __init__(self, probe: Probe) -> None:
-        self.probe = probe
-        self.content: tuple | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            content = self.content
-            if content is not None:
-                self.probe.publish_state(*content)
-            time.sleep(0.01)
-
-    def close(self) -> None:
-        """Stop publishing."""
-        self._stop.set()
-        self._thread.join(timeout=2.0)
 
 
 def rate_limited(target: np.ndarray, previous: np.ndarray | None, max_delta: float) -> np.ndarray:
@@ -103,7 +80,7 @@ class InferenceMachine(RuleBasedStateMachine):
             'control_rate_hz': 50.0, 'diagnostics_period': 0.1, **ACTIVE_AT_ONCE},
             self.dir / 'node.log')
         self.probe.wait_subscribers(self.probe.state_pub)
-        self.stream = StateStream(self.probe)
+        self.stream = Stream(lambda content: self.probe.publish_state(*content), 0.01)
         self.lifecycle = 'active'
         self.loaded, self.model_param = 'good', 'good'
         self.max_delta = 0.0

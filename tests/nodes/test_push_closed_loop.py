@@ -1,4 +1,10 @@
-"""Closed loop for the push task: sim_node publishes the cube's pose, inference_node uses it."""
+"""
+Closed loop for the push task: sim_node publishes the cube's pose, inference_node uses it.
+
+The policy is `tests/data/kuka_push.onnx` (a trained KukaPush-v0 policy, made by
+`bench/push_model.py`): the loop over DDS must reach within 10 points of the success rate the
+same ONNX model has offline on the same episodes.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,7 @@ from pathlib import Path
 
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
-from nodes_helpers import ACTIVE_AT_ONCE, train_run
+from nodes_helpers import ACTIVE_AT_ONCE
 import numpy as np
 import pytest
 from trpo_ros.nodes.conversions import object_qos
@@ -14,33 +20,36 @@ from visualization_msgs.msg import MarkerArray
 
 pytestmark = pytest.mark.integration
 
-EPISODES = 4
+PUSH_MODEL = Path(__file__).resolve().parents[1] / 'data' / 'kuka_push.onnx'
+EPISODES = 20
 SEED = 700
+MIN_OFFLINE_SUCCESS = 0.6  # what the committed model must do offline for the test to mean much
 
 
 @pytest.fixture(scope='module')
-def push_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Provide a run directory with a KukaPush policy after two TRPO iterations (exported)."""
-    return train_run(tmp_path_factory.mktemp('push') / 'run', env_id='trpo_ros/KukaPush-v0',
-                     total_steps=4096, n_steps=2048, n_envs=1, seed=0, eval_every=0,
-                     checkpoint_every=1000)
+def offline() -> dict:
+    """Success rate and mean final distance of the ONNX model in the sim, the same episodes."""
+    from trpo_ros.nodes.sim_node import command_to_action, robot_to_simulate
+    from trpo_ros.runtime import Policy
+    from trpo_ros.sim import env_from_yaml
 
-
-@pytest.fixture(scope='module')
-def offline(push_run: Path) -> dict:
-    """Return the success rate and mean final cube-to-goal distance of the same episodes."""
-    from trpo_ros.core.checkpoint import load_policy
-    from trpo_ros.core.rollout import make_env
-
-    bundle = load_policy(push_run)
-    env = make_env(bundle.config.env_id)
+    policy = Policy.load(PUSH_MODEL)
+    _, robot, kwargs = robot_to_simulate({'model_path': str(PUSH_MODEL), 'robot_yaml': '',
+                                        'env': ''})
+    env = env_from_yaml(robot, **kwargs)
+    task = env.unwrapped.task
+    keep = [i for i, name in enumerate(task.obs_names) if name in policy.input_names]
     finals = []
     try:
         for episode in range(EPISODES):  # sim_node resets episode k with seed + k, too
             obs, _ = env.reset(seed=SEED + episode)
             done = False
             while not done:
-                obs, _, terminated, truncated, info = env.step(bundle.act(obs))
+                command = policy.act(obs[keep])
+                positions = env.unwrapped.joint_state()[0]
+                action = command_to_action(command, task.control_mode, positions,
+                                           env.action_space.low, env.action_space.high)
+                obs, _, terminated, truncated, info = env.step(action)
                 done = terminated or truncated
             finals.append((info['distance'], info['is_success']))
     finally:
@@ -49,11 +58,12 @@ def offline(push_run: Path) -> dict:
             'success_rate': float(np.mean([s for _, s in finals]))}
 
 
-def test_push_policy_closes_the_loop_over_dds(push_run, offline, probe, node_process):
+def test_push_policy_closes_the_loop_over_dds(offline, probe, node_process):
+    assert offline['success_rate'] >= MIN_OFFLINE_SUCCESS, offline
     diags = probe.listen(DiagnosticArray, '/diagnostics')
     poses = probe.listen(PoseStamped, '/trpo/object_pose', object_qos())
     markers = probe.listen(MarkerArray, '/trpo/markers')
-    model = str(push_run / 'policy.onnx')
+    model = str(PUSH_MODEL)
     sim = node_process('trpo_ros.nodes.sim_node', model_path=model, mode='lockstep', seed=SEED,
                        max_episodes=EPISODES, diagnostics_period=0.25)
     node_process('trpo_ros.nodes.inference_node', model_path=model, publish_on_state=True,
@@ -67,7 +77,7 @@ def test_push_policy_closes_the_loop_over_dds(push_run, offline, probe, node_pro
                     return values
         return None
 
-    values = probe.wait_for(finished, timeout=120.0, period=0.1)
+    values = probe.wait_for(finished, timeout=300.0, period=0.1)
     # The cube's pose came in the base frame, with a unit quaternion, w >= 0.
     pose = poses[-1].pose
     quat = np.array([pose.orientation.x, pose.orientation.y, pose.orientation.z,
@@ -78,12 +88,13 @@ def test_push_policy_closes_the_loop_over_dds(push_run, offline, probe, node_pro
     # inference_node served the policy: it never waited for the object once serving.
     served = [s for msg in diags for s in msg.status if s.name.startswith('inference_node')]
     assert served and not any('waiting for an object pose' in s.message for s in served[-3:])
-    # The same episodes as offline, so the same outcome (the cube's pose is measured, not
-    # remembered: it must arrive before the joint state that triggers the step).
-    online = float(values['mean_final_distance'])
-    print(f"push closed loop: final distance {online:.4f} m, offline {offline['distance']:.4f}")
-    assert online == pytest.approx(offline['distance'], abs=0.02)
-    assert int(values['successes']) / EPISODES == pytest.approx(offline['success_rate'], abs=0.26)
+    # The same episodes as offline, so about the same outcome (the cube's pose is measured,
+    # not remembered: it must arrive before the joint state that triggers the step).
+    online = int(values['successes']) / EPISODES
+    print(f"push closed loop: {online:.0%} success over DDS, {offline['success_rate']:.0%} "
+          f"offline; final distance {float(values['mean_final_distance']):.4f} m, offline "
+          f"{offline['distance']:.4f} m")
+    assert online >= offline['success_rate'] - 0.1, (values, offline)
     assert sim.alive()
 
 

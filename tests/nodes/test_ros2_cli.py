@@ -42,6 +42,7 @@ MIN_SUCCESS = 0.7
 GOAL_TOLERANCE = 0.1  # m, end effector to a goal published with `ros2 topic pub`
 COMMAND_TOPIC = '/forward_position_controller/commands'
 FINISHED = 'process has finished cleanly'
+PUSH_MODEL = REPO / 'tests' / 'data' / 'kuka_push.onnx'  # made by bench/push_model.py
 
 
 @pytest.fixture(scope='session')
@@ -379,3 +380,82 @@ def test_robot_from_yaml_alone_trains_deploys_and_launches(ros2: Ros2Cli, probe:
     expect_commands(probe)
     output = stop_launch(launch, 'inference_node', 'sim_node')
     assert 'panda_joint1' in output and 'Traceback' not in output, output
+
+
+def test_push_model_takes_the_object_pose_from_ros2_topic_pub(ros2: Ros2Cli, probe: Any,
+                                                              tmp_path: Path) -> None:
+    """deploy.launch.py closes the push loop; a foreign, then a stale object pose holds the arm."""
+    from geometry_msgs.msg import PoseStamped
+    from trpo_ros.nodes.conversions import object_qos
+    from trpo_ros.runtime import Policy
+
+    model = PUSH_MODEL
+    policy = Policy.load(model)
+    home = policy.metadata['robot_config']['robot']['home']
+    poses = probe.listen(PoseStamped, '/trpo/object_pose', object_qos())
+    # With the sim: it publishes the cube's pose, inference_node pushes it toward the goal.
+    launch = ros2.launch('trpo_ros', 'deploy.launch.py', f'model:={model}', 'sim:=true')
+    values = probe.wait_for(lambda: sim_episodes_done(probe, 2), timeout=60, period=0.1)
+    assert values['env'] == 'trpo_ros/KukaPush-v0', values
+    # Every episode starts with the cube at least 10 cm from its goal.
+    assert float(values['mean_final_distance']) < 0.1, (values, launch.output())
+    assert poses and poses[-1].header.frame_id == 'world'
+    output = stop_launch(launch, 'inference_node', 'sim_node')
+    assert 'Traceback' not in output, output
+
+    # On a "robot": joint states and the object from `ros2 topic pub`, as a driver and a
+    # perception node would publish them.
+    # The faults below last seconds: without the auto e-stop (50 faults) they stay holds.
+    params = yaml.safe_load((REPO / 'config' / 'deploy.yaml').read_text())
+    params['inference_node']['ros__parameters']['estop_after_faults'] = 0
+    params_file = tmp_path / 'deploy.yaml'
+    params_file.write_text(yaml.safe_dump(params))
+    launch = ros2.launch('trpo_ros', 'deploy.launch.py', f'model:={model}', 'start_mode:=active',
+                         f'params_file:={params_file}')
+    names = policy.joint_names
+    state = (f"{{name: [{', '.join(names)}], position: {[float(q) for q in home]}, "
+             f'velocity: {[0.0] * len(names)}}}')
+    ros2.start('topic', 'pub', '-r', '50', '/joint_states', 'sensor_msgs/msg/JointState', state)
+    result = ros2.run('topic', 'pub', '--once', '-w', '1', '/trpo/goal',
+                      'geometry_msgs/msg/PointStamped', goal_yaml(np.array([0.7, 0.0, 0.225])),
+                      timeout=15)
+    assert result.returncode == 0, result
+
+    def object_pub(frame: str) -> Any:
+        pose = (f'{{header: {{frame_id: {frame}}}, pose: {{position: {{x: 0.55, y: 0.0, '
+                'z: 0.225}, orientation: {w: 1.0}}}')
+        return ros2.start('topic', 'pub', '-r', '20', '--qos-reliability', 'best_effort',
+                          '/trpo/object_pose', 'geometry_msgs/msg/PoseStamped', pose)
+
+    def holding() -> bool:  # called under probe.lock (wait_for takes it)
+        recent = [c for _, c in probe.commands[-5:]]
+        return len(recent) == 5 and all(np.allclose(c, home, atol=1e-6) for c in recent)
+
+    def wait_error(mark: int, text: str, timeout: float) -> None:
+        try:
+            probe.wait_for(lambda: any(text in status.message
+                                       for _, status in probe.diagnostics[mark:]),
+                           timeout=timeout, period=0.1)
+        except AssertionError:
+            with probe.lock:
+                seen = [status.message for _, status in probe.diagnostics[mark:]]
+            raise AssertionError(f'no {text!r} on /diagnostics; saw {seen[-5:]}\n'
+                                 f'{launch.output()[-3000:]}') from None
+
+    # No object pose yet: the arm holds.
+    probe.wait_for(holding, timeout=30, period=0.1)
+    # A pose in another frame is rejected (no tf2 here): still the hold, with an ERROR.
+    camera = object_pub('camera')
+    wait_error(len(probe.diagnostics), "object pose in frame 'camera'", timeout=20)
+    probe.wait_for(holding, timeout=1, period=0.1)
+    camera.stop()
+    # In the base frame: the policy serves (and moves the arm off its hold).
+    world = object_pub('world')
+    probe.wait_for(lambda: not holding(), timeout=20, period=0.1)
+    # The perception node stops: the pose goes stale, the arm holds with an ERROR.
+    mark = len(probe.diagnostics)
+    world.stop()
+    wait_error(mark, 'object pose is stale', timeout=10)
+    probe.wait_for(holding, timeout=5, period=0.1)
+    output = stop_launch(launch, 'inference_node')
+    assert 'Traceback' not in output, output

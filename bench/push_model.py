@@ -1,0 +1,66 @@
+"""
+Make tests/data/kuka_push.onnx: the trained push policy the closed-loop tests serve.
+
+    .venv/bin/python bench/push_model.py                      # train (or reuse) seed 0, copy
+    .venv/bin/python bench/push_model.py --run bench/runs/push/kuka_push_s0
+
+The policy is the seed-0 run of the push benchmark (`bench/push_curve.py` documents it):
+``trpo-ros train --env trpo_ros/KukaPush-v0 --n-envs 2 --total-steps 3000000 --seed 0``. When
+the run directory holds no finished run, this script trains it (about 35 min on 2 idle cores;
+an interrupted run continues with ``--resume``); then it evaluates the run's policy (100
+deterministic episodes), and copies its policy.onnx to tests/data/kuka_push.onnx (atomically).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+from pathlib import Path
+import shutil
+import subprocess
+import sys
+
+REPO = Path(__file__).resolve().parents[1]
+TARGET = REPO / 'tests' / 'data' / 'kuka_push.onnx'
+TOTAL_STEPS = 3_000_000
+
+
+def trpo_ros(*args: str) -> subprocess.CompletedProcess:
+    """Run the package's CLI (this interpreter); raise when it fails."""
+    return subprocess.run([sys.executable, '-m', 'trpo_ros.cli', *args], check=True,
+                          text=True, capture_output=True)
+
+
+def trained_steps(run: Path) -> int:
+    """Env steps of the run's last logged iteration (0 before the first)."""
+    with open(run / 'metrics.csv', newline='') as handle:
+        rows = list(csv.DictReader(handle))
+    return int(float(rows[-1]['env_steps'])) if rows else 0
+
+
+def main() -> None:
+    """Train or reuse the run, report its success, copy its ONNX model into tests/data."""
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--run', type=Path, default=REPO / 'bench' / 'runs' / 'push'
+                        / 'kuka_push_s0')
+    args = parser.parse_args()
+    run = args.run
+    if not (run / 'config.json').is_file():
+        trpo_ros('train', '--env', 'trpo_ros/KukaPush-v0', '--n-envs', '2', '--total-steps',
+                 str(TOTAL_STEPS), '--seed', '0', '--run-dir', str(run), '--no-progress')
+    config = json.loads((run / 'config.json').read_text())
+    if trained_steps(run) < config['total_steps']:
+        trpo_ros('train', '--resume', str(run), '--no-progress')
+    print(f"{run}: {config['env_id']}, seed {config['seed']}, {config['total_steps']:,} steps")
+    print(trpo_ros('eval', str(run), '--episodes', '100').stdout.strip())
+    TARGET.parent.mkdir(parents=True, exist_ok=True)
+    partial = TARGET.with_suffix('.onnx.partial')
+    shutil.copyfile(run / 'policy.onnx', partial)
+    os.replace(partial, TARGET)
+    print(f'copied {run / "policy.onnx"} -> {TARGET.relative_to(REPO)}')
+
+
+if __name__ == '__main__':
+    main()
