@@ -223,4 +223,3 @@ class ObjectInputMachine(RuleBasedStateMachine):
 
 def test_push_inputs_survive_random_fault_sequences() -> None:
     run_stateful(ObjectInputMachine, EXAMPLES, STEPS, steps_run)
-

@@ -34,8 +34,8 @@ def offline() -> dict:
     from trpo_ros.sim import env_from_yaml
 
     policy = Policy.load(PUSH_MODEL)
-    _, robot, kwargs = robot_to_simulate({'model_path': str(PUSH_MODEL), 'robot_yaml': '',
-                                        'env': ''})
+    params = {'model_path': str(PUSH_MODEL), 'robot_yaml': '', 'env': ''}
+    _, robot, kwargs = robot_to_simulate(params)  # what sim_node simulates for this model
     env = env_from_yaml(robot, **kwargs)
     task = env.unwrapped.task
     keep = [i for i, name in enumerate(task.obs_names) if name in policy.input_names]
