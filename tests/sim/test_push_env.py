@@ -47,7 +47,8 @@ def test_check_env_and_layout(env_id: str) -> None:
                                    env.unwrapped.goal, action)
         assert reward == pytest.approx(expected) and not terminated
         assert set(info) >= {'distance', 'ee_distance', 'is_success', 'reward_ee',
-                             'reward_object', 'reward_action', 'self_collision'}
+                             'reward_object', 'reward_action', 'reward_success',
+                             'self_collision'}
         sources = env.unwrapped.spec_info()['sources']
         assert [s['type'] for s in sources] == ['sensor_msgs/JointState',
                                                 'geometry_msgs/PoseStamped',
@@ -150,6 +151,14 @@ def test_push_point_lies_behind_the_cube_seen_from_the_goal() -> None:
     assert info['ee_distance'] == pytest.approx(0.0)
     assert reward == pytest.approx(-task.object_goal_weight * np.linalg.norm(cube - goal) +
                                    task.action_term(np.zeros(task.robot.n_joints)))
+    # success_bonus pays each step of success, and only those.
+    rewarded = push_task('kuka_push.yaml', success_bonus=2.0)
+    near, far = goal + [0.04, 0.0, 0.0], goal + [0.06, 0.0, 0.0]
+    zero = np.zeros(task.robot.n_joints)
+    for cube_at, bonus in ((near, 2.0), (far, 0.0)):
+        plain, _ = task.outcome(point, cube_at, goal, zero)
+        reward, info = rewarded.outcome(point, cube_at, goal, zero)
+        assert reward - plain == pytest.approx(bonus) and info['reward_success'] == bonus
     # The YAML carries the reward settings, and an override wins over it.
     assert push_task('kuka_push.yaml', push_offset=0.1).push_offset == 0.1
     assert 'push_offset' in task.task_config()

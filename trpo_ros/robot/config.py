@@ -46,7 +46,7 @@ TASK_KEYS = ('type', 'control_mode', 'max_delta', 'control_rate_hz', 'physics_ra
              'table_height', 'object_low', 'object_high', 'object_size', 'object_mass',
              'object_friction', 'object_size_range', 'object_mass_range',
              'object_friction_range', 'push_offset', 'push_height', 'ee_object_weight',
-             'object_goal_weight')
+             'object_goal_weight', 'success_bonus')
 LIMIT_KEYS = ('lower', 'upper', 'velocity', 'effort')
 
 

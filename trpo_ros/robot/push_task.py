@@ -14,7 +14,8 @@ one ``geometry_msgs/PoseStamped`` (perception or motion capture):
 | ``goal/x, y, z``            | 3    | m, world frame (on the table) | geometry_msgs/PointStamped |
 
 Reward (dense): ``-ee_object_weight*|ee - push_point| - object_goal_weight*|object - goal|
-- action_penalty*|a_n|^2``; success: the object within `success_threshold` (5 cm) of the goal.
+- action_penalty*|a_n|^2``, plus `success_bonus` on every step the object is within
+`success_threshold` (5 cm) of the goal (success).
 The push point lies `push_offset` behind the object's center on the far side from the goal and
 `push_height` above it: where the end effector pushes from (a flange is wider than its frame
 origin and longer below it, so touching the center is neither possible nor the aim).
@@ -56,6 +57,7 @@ PUSH_DEFAULTS: dict[str, Any] = {
     'push_height': 0.0,
     'ee_object_weight': 0.5,
     'object_goal_weight': 1.0,
+    'success_bonus': 0.0,
 }
 OBJECT_SOURCE = {'name': 'object', 'type': 'geometry_msgs/PoseStamped',
                  'topic': '/trpo/object_pose',
@@ -92,6 +94,7 @@ class PushTask(ArmTask):
         push_height: height of the push point above the object's center (m).
         ee_object_weight: reward weight of the end effector -> push point distance.
         object_goal_weight: reward weight of the object -> goal distance.
+        success_bonus: reward added on each step of success.
 
     """
 
@@ -110,6 +113,7 @@ class PushTask(ArmTask):
     push_height: float = 0.0
     ee_object_weight: float = 0.5
     object_goal_weight: float = 1.0
+    success_bonus: float = 0.0
 
     def __post_init__(self) -> None:
         """Check the object and table numbers, then as ArmTask."""
@@ -163,10 +167,12 @@ class PushTask(ArmTask):
         r_ee = -self.ee_object_weight * ee_distance
         r_object = -self.object_goal_weight * distance
         r_act = self.action_term(action)
-        info = {'distance': distance, 'ee_distance': ee_distance,
-                'is_success': distance < self.success_threshold, 'reward_ee': r_ee,
-                'reward_object': r_object, 'reward_action': r_act}
-        return r_ee + r_object + r_act, info
+        success = distance < self.success_threshold
+        r_success = self.success_bonus if success else 0.0
+        info = {'distance': distance, 'ee_distance': ee_distance, 'is_success': success,
+                'reward_ee': r_ee, 'reward_object': r_object, 'reward_action': r_act,
+                'reward_success': r_success}
+        return r_ee + r_object + r_act + r_success, info
 
     def task_config(self) -> dict[str, Any]:
         """Return the YAML ``task:`` mapping of this task."""
@@ -181,7 +187,8 @@ class PushTask(ArmTask):
                 'object_friction_range': self.object_friction_range,
                 'push_offset': self.push_offset, 'push_height': self.push_height,
                 'ee_object_weight': self.ee_object_weight,
-                'object_goal_weight': self.object_goal_weight}
+                'object_goal_weight': self.object_goal_weight,
+                'success_bonus': self.success_bonus}
 
     def spec_info(self) -> dict[str, Any]:
         """As ArmTask's, plus the table and the object."""
@@ -192,7 +199,7 @@ class PushTask(ArmTask):
 PUSH_KEYS = (*COMMON_KEYS, 'table_height', 'object_low', 'object_high', 'object_size',
              'object_mass', 'object_friction', 'object_size_range', 'object_mass_range',
              'object_friction_range', 'push_offset', 'push_height', 'ee_object_weight',
-             'object_goal_weight')
+             'object_goal_weight', 'success_bonus')
 
 
 def push_task(robot_yaml: str | os.PathLike | Mapping[str, Any], *,
@@ -231,4 +238,5 @@ def push_task(robot_yaml: str | os.PathLike | Mapping[str, Any], *,
         object_friction_range=_range('object_friction_range', task['object_friction_range']),
         push_offset=float(task['push_offset']), push_height=float(task['push_height']),
         ee_object_weight=float(task['ee_object_weight']),
-        object_goal_weight=float(task['object_goal_weight']))
+        object_goal_weight=float(task['object_goal_weight']),
+        success_bonus=float(task['success_bonus']))

@@ -33,11 +33,12 @@ class PushEnv(ReachEnv):
     def __init__(self, robot_yaml: Any = None, velocity_penalty: float = 0.0,
                  push_offset: float | None = None, push_height: float | None = None,
                  ee_object_weight: float | None = None, object_goal_weight: float | None = None,
-                 **kwargs: Any) -> None:
+                 success_bonus: float | None = None, **kwargs: Any) -> None:
         # Reward settings over the YAML's (None keeps the YAML's value).
         self._reward = {'push_offset': push_offset, 'push_height': push_height,
                         'ee_object_weight': ee_object_weight,
-                        'object_goal_weight': object_goal_weight}
+                        'object_goal_weight': object_goal_weight,
+                        'success_bonus': success_bonus}
         self._object = -1
         super().__init__(robot_yaml, velocity_penalty=velocity_penalty, **kwargs)
 
