@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 import json
 import os
 from pathlib import Path
+import shutil
 import signal
 import subprocess
 import sys
@@ -300,6 +301,19 @@ class NodeProcess:
             code = None
         self._log.close()
         return code, time.monotonic() - start
+
+
+def stop_machine_node(proc: NodeProcess, probe: Probe, streams: Sequence[Stream],
+                      folder: Path) -> None:
+    """Tear a node state machine down: streams, the node (it must exit 0), probe, files."""
+    for stream in streams:
+        stream.close()
+    alive = proc.alive()
+    code, _ = proc.stop(signal.SIGINT)
+    probe.close()
+    log = proc.log()
+    shutil.rmtree(folder, ignore_errors=True)
+    assert alive and code == 0, log[-3000:]
 
 
 def run_stateful(machine: type, examples: int, steps: int, steps_run: list[int],

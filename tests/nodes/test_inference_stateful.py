@@ -15,8 +15,6 @@ periods of recovery.
 from __future__ import annotations
 
 from pathlib import Path
-import shutil
-import signal
 import tempfile
 import time
 
@@ -28,6 +26,7 @@ from nodes_helpers import (
     NodeProcess,
     Probe,
     run_stateful,
+    stop_machine_node,
     Stream,
     write_linear_policy,
 )
@@ -91,14 +90,8 @@ class InferenceMachine(RuleBasedStateMachine):
         self.checked = 0  # commands already checked by the invariants
 
     def teardown(self) -> None:
-        """Stop the stream, the node (clean exit), the probe."""
-        self.stream.close()
-        alive = self.proc.alive()
-        code, _ = self.proc.stop(signal.SIGINT)
-        self.probe.close()
-        log = self.proc.log()
-        shutil.rmtree(self.dir, ignore_errors=True)
-        assert alive and code == 0, log[-3000:]
+        """Stop the stream(s), the node (clean exit), the probe."""
+        stop_machine_node(self.proc, self.probe, [self.stream], self.dir)
 
     # --------------------------------------------------------------------------- helpers
     def commands(self) -> list[tuple[float, np.ndarray]]:

@@ -14,8 +14,6 @@ reason shows on /diagnostics.
 from __future__ import annotations
 
 from pathlib import Path
-import shutil
-import signal
 import tempfile
 import time
 
@@ -27,6 +25,7 @@ from nodes_helpers import (
     NodeProcess,
     Probe,
     run_stateful,
+    stop_machine_node,
     Stream,
     write_linear_policy,
 )
@@ -88,15 +87,8 @@ class ObjectInputMachine(RuleBasedStateMachine):
         self.object_pub.publish(msg)
 
     def teardown(self) -> None:
-        """Stop the streams, the node (clean exit), the probe."""
-        self.states.close()
-        self.objects.close()
-        alive = self.proc.alive()
-        code, _ = self.proc.stop(signal.SIGINT)
-        self.probe.close()
-        log = self.proc.log()
-        shutil.rmtree(self.dir, ignore_errors=True)
-        assert alive and code == 0, log[-3000:]
+        """Stop the stream(s), the node (clean exit), the probe."""
+        stop_machine_node(self.proc, self.probe, [self.states, self.objects], self.dir)
 
     # --------------------------------------------------------------------------- helpers
     def wait_command(self, target: np.ndarray, since: float, timeout: float) -> None:
