@@ -191,6 +191,26 @@ def test_signal_exits_cleanly(tmp_path, probe, node_process, sig):
     assert seconds < 2.0
 
 
+def test_repeated_sigint_while_exiting_still_exits_cleanly(tmp_path, probe, node_process):
+    # ros2 launch forwards Ctrl-C to a node that got it from the terminal's process group
+    # already: the second SIGINT can land while the interpreter exits (once it killed the
+    # node with -2 in CI). Every SIGINT after the first is ignored.
+    model = write_linear_policy(tmp_path / 'p.onnx')
+    proc = start_serving(probe, node_process, model, goal=GOAL)
+    probe.publish_state(JOINTS, [0.0, 0.0, 0.0])
+    probe.wait_for(lambda: probe.commands)
+    proc.proc.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + 5.0
+    while proc.proc.poll() is None and time.monotonic() < deadline:
+        try:
+            proc.proc.send_signal(signal.SIGINT)
+        except ProcessLookupError:
+            break
+        time.sleep(0.002)
+    code, _ = proc.stop(signal.SIGINT)
+    assert code == 0, proc.log()
+
+
 def test_never_imports_torch():
     code = ('import sys, trpo_ros.nodes.inference_node; '
             "print('torch' in sys.modules)")

@@ -145,4 +145,8 @@ def run_nodes(factory: NodeFactory, args: Sequence[str] | None = None,
                 pass
         if context.ok():
             rclpy.shutdown(context=context)
+        # Stopping: a late second SIGINT (ros2 launch forwards the Ctrl-C that already reached
+        # the process group) must not kill the exiting interpreter (exit -2 instead of 0).
+        if stop.is_set() and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
     return 0
