@@ -7,9 +7,10 @@ Make tests/data/kuka_push.onnx: the trained push policy the closed-loop tests se
 The policy is the final one of a push benchmark run (`bench/push_curve.py` documents them):
 ``trpo-ros train --env trpo_ros/KukaPush-v0 --n-envs 2 --total-steps 3000000 --seed 1``,
 bench/runs/push/kuka_push_s1 (the committed model: 40 % deterministic success). When
-the run directory holds no finished run, this script trains it (about 35 min on 2 idle cores;
-an interrupted run continues with ``--resume``); then it evaluates the run's policy (100
-deterministic episodes), and copies its policy.onnx to tests/data/kuka_push.onnx (atomically).
+the run directory holds no finished run, this script trains it (the committed run took 65 min
+on the shared 2-core VM; an interrupted run continues with ``--resume``); then it evaluates
+the run's policy (100 deterministic episodes), and copies its policy.onnx to
+tests/data/kuka_push.onnx (atomically).
 """
 
 from __future__ import annotations

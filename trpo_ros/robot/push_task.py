@@ -36,7 +36,7 @@ from trpo_ros.robot.config import load_robot_yaml, RobotConfigError
 from trpo_ros.robot.kinematics import canonical_quaternion
 from trpo_ros.robot.reach_task import GOAL_SOURCE
 from trpo_ros.robot.spec import robot_spec
-from trpo_ros.robot.task import ArmTask, common_fields, COMMON_KEYS, joint_sources, merged_task
+from trpo_ros.robot.task import ArmTask, common_fields, joint_sources, merged_task
 from trpo_ros.robot.task import TASK_DEFAULTS as ARM_DEFAULTS
 
 PUSH_DEFAULTS: dict[str, Any] = {
@@ -196,10 +196,7 @@ class PushTask(ArmTask):
                 'object_size': self.object_size}
 
 
-PUSH_KEYS = (*COMMON_KEYS, 'table_height', 'object_low', 'object_high', 'object_size',
-             'object_mass', 'object_friction', 'object_size_range', 'object_mass_range',
-             'object_friction_range', 'push_offset', 'push_height', 'ee_object_weight',
-             'object_goal_weight', 'success_bonus')
+PUSH_KEYS = tuple(PUSH_DEFAULTS)  # every key a push task YAML may set
 
 
 def push_task(robot_yaml: str | os.PathLike | Mapping[str, Any], *,
