@@ -18,6 +18,7 @@ import numpy as np
 
 PYTHON = sys.executable
 JOINTS = ['a1', 'a2', 'a3']
+LINEAR_BOUND = 2.0  # write_linear_policy's commands lie in [-LINEAR_BOUND, LINEAR_BOUND]
 
 
 def train_run(run_dir: Path, **config: Any) -> Path:
@@ -51,8 +52,8 @@ def write_linear_policy(path: str | Path, joint_names: Sequence[str] = JOINTS,
         inputs += ['goal/x', 'goal/y', 'goal/z']
     rng = np.random.default_rng(seed)
     n_in, n_out = len(inputs), len(joints)
-    low = np.full(n_out, -2.0, np.float32)
-    high = np.full(n_out, 2.0, np.float32)
+    low = np.full(n_out, -LINEAR_BOUND, np.float32)
+    high = np.full(n_out, LINEAR_BOUND, np.float32)
     weights = [
         numpy_helper.from_array(
             rng.normal(0, weight_scale, (n_in, n_out)).astype(np.float32), 'W'),

@@ -23,6 +23,7 @@ from hypothesis.stateful import invariant, rule, RuleBasedStateMachine
 from nodes_helpers import (
     ACTIVE_AT_ONCE,
     JOINTS,
+    LINEAR_BOUND,
     NodeProcess,
     Probe,
     run_stateful,
@@ -41,7 +42,7 @@ MODULE = 'trpo_ros.nodes.inference_node'
 OBS_TIMEOUT = 0.1
 PERIOD = 1 / 50  # the linear test policies are 50 Hz position policies
 SLACK = 0.4  # DDS delivery, the 100 Hz stream and scheduling on a loaded 2-core machine
-BOUND = 2.0  # write_linear_policy's command bounds are [-2, 2]
+BOUND = LINEAR_BOUND  # write_linear_policy's command bounds
 EXAMPLES, STEPS = 4, 60
 LOADABLE = {'good': 'a', 'good2': 'a', 'other': 'b'}  # model -> its joint family
 steps_run = [0]

@@ -22,6 +22,7 @@ from hypothesis.stateful import initialize, invariant, rule, RuleBasedStateMachi
 from nodes_helpers import (
     ACTIVE_AT_ONCE,
     JOINTS,
+    LINEAR_BOUND,
     NodeProcess,
     Probe,
     run_stateful,
@@ -41,7 +42,7 @@ OBS_TIMEOUT = 0.1
 OBJECT_TIMEOUT = 0.2
 PERIOD = 1 / 50
 SLACK = 0.4  # DDS delivery, the streams and scheduling on a loaded 2-core machine
-BOUND = 2.0  # write_linear_policy's command bounds
+BOUND = LINEAR_BOUND  # write_linear_policy's command bounds
 EXAMPLES, STEPS = 6, 40
 steps_run = [0]
 
@@ -95,9 +96,13 @@ class ObjectInputMachine(RuleBasedStateMachine):
         """Wait for a command equal to `target` (clipped to the bounds) sent after `since`."""
         expected = np.clip(target, -BOUND, BOUND)
 
-        def sent() -> bool:
-            return any(t >= since and np.allclose(c, expected, atol=1e-5)
-                       for t, c in self.probe.commands)
+        def sent() -> bool:  # newest first, only those after `since`: wait_for holds the lock
+            for t, c in reversed(self.probe.commands):
+                if t < since:
+                    return False
+                if np.allclose(c, expected, atol=1e-5):
+                    return True
+            return False
 
         try:
             self.probe.wait_for(sent, timeout=timeout, period=0.005)
@@ -109,9 +114,14 @@ class ObjectInputMachine(RuleBasedStateMachine):
 
     def wait_diag(self, text: str, level: int, since: float) -> None:
         """Wait for a status of the node at `level` whose message contains `text`."""
-        def found() -> bool:
-            return any(t >= since and status_level(s) == level and text in s.message
-                       for t, s in self.probe.diagnostics if s.name.startswith('inference'))
+        def found() -> bool:  # newest first, only those after `since`
+            for t, s in reversed(self.probe.diagnostics):
+                if t < since:
+                    return False
+                if s.name.startswith('inference') and status_level(s) == level \
+                        and text in s.message:
+                    return True
+            return False
         self.probe.wait_for(found, timeout=1.0 + SLACK)
 
     def settle(self, since: float, within: float = 3 * PERIOD) -> None:
