@@ -120,7 +120,7 @@ class Probe:
         from geometry_msgs.msg import PointStamped
         import rclpy
         from rclpy.context import Context
-        from rclpy.executors import MultiThreadedExecutor
+        from rclpy.executors import SingleThreadedExecutor
         from rclpy.signals import SignalHandlerOptions
         from sensor_msgs.msg import JointState
         from std_msgs.msg import Float64MultiArray
@@ -137,7 +137,10 @@ class Probe:
         self.node.create_subscription(Float64MultiArray, command_topic, self._on_command,
                                       command_qos('reliable'))
         self.node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diag, 10)
-        self.executor = MultiThreadedExecutor(num_threads=2, context=self.context)
+        # Not a MultiThreadedExecutor: in this process its spinning held the GIL for up to
+        # 0.56 s at a time (61 stalls > 60 ms in 40 s; none with this one), which stopped the
+        # Streams' publishing and failed the timed waits.
+        self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
