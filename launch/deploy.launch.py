@@ -25,10 +25,9 @@ from launch_ros.actions import Node
 
 
 def generate_launch_description():
-    default_params = os.path.join(get_package_share_directory('trpo_ros'), 'config',
-                                  'deploy.yaml')
-    sim_overrides = os.path.join(get_package_share_directory('trpo_ros'), 'config',
-                                 'deploy_sim.yaml')
+    config_dir = os.path.join(get_package_share_directory('trpo_ros'), 'config')
+    default_params = os.path.join(config_dir, 'deploy.yaml')
+    sim_overrides = os.path.join(config_dir, 'deploy_sim.yaml')
     model = LaunchConfiguration('model')
     params_file = LaunchConfiguration('params_file')
     command_topic = LaunchConfiguration('command_topic')

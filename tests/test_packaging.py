@@ -182,8 +182,9 @@ def launch_problems(source: Path, install: Path, declared: dict[str, set[str]]) 
     if not share_paths:
         problems.append('no share path resolved')
     for package, relative in share_paths:
-        if package != 'trpo_ros' or not (REPO / relative).is_file() \
-                or not (share / relative).is_file():
+        # a file, or a folder the launch file joins file names to
+        if package != 'trpo_ros' or not (REPO / relative).exists() \
+                or not (share / relative).exists():
             problems.append(f'{source.name}: {package}/{relative} not in the repo + install')
     return problems
 

@@ -292,8 +292,10 @@ def test_modes_and_goals_from_ros2_cli_in_closed_loop(ros2: Ros2Cli, trained_run
 
     def publish_goal(goal: np.ndarray, *qos: str) -> None:
         # -w 2: sim_node (sim_goals:=topic) and inference_node each have a volatile
-        # subscription; publishing once the first matched can miss the other.
-        result = ros2.run('topic', 'pub', '--once', '-w', '2', *qos, '/trpo/goal',
+        # subscription; publishing once the first matched can miss the other. --keep-alive:
+        # matching is one-sided for a moment; a latched goal reaches a reader that matches late.
+        result = ros2.run('topic', 'pub', '--once', '-w', '2', '--keep-alive', '2', *qos,
+                          '/trpo/goal',
                           'geometry_msgs/msg/PointStamped', goal_yaml(goal), timeout=15)
         assert result.returncode == 0, f'ros2 topic pub did not return:\n{result}'
 
@@ -411,16 +413,18 @@ def test_push_model_takes_the_object_pose_from_ros2_topic_pub(ros2: Ros2Cli, pro
     params['inference_node']['ros__parameters']['estop_after_faults'] = 0
     params_file = tmp_path / 'deploy.yaml'
     params_file.write_text(yaml.safe_dump(params))
+    started = len(probe.diagnostics)
     launch = ros2.launch('trpo_ros', 'deploy.launch.py', f'model:={model}', 'start_mode:=active',
                          f'params_file:={params_file}')
     names = policy.joint_names
     state = (f"{{name: [{', '.join(names)}], position: {[float(q) for q in home]}, "
              f'velocity: {[0.0] * len(names)}}}')
     ros2.start('topic', 'pub', '-r', '50', '/joint_states', 'sensor_msgs/msg/JointState', state)
-    result = ros2.run('topic', 'pub', '--once', '-w', '1', '/trpo/goal',
-                      'geometry_msgs/msg/PointStamped', goal_yaml(np.array([0.7, 0.0, 0.225])),
-                      timeout=15)
-    assert result.returncode == 0, result
+    # A latched goal publisher that stays up: `--once` alone exits before the node may have
+    # matched it (matching is one-sided for a moment; CI lost the goal that way).
+    ros2.start('topic', 'pub', '--once', '--keep-alive', '600', '--qos-durability',
+               'transient_local', '/trpo/goal', 'geometry_msgs/msg/PointStamped',
+               goal_yaml(np.array([0.7, 0.0, 0.225])))
 
     def object_pub(frame: str) -> Any:
         pose = (f'{{header: {{frame_id: {frame}}}, pose: {{position: {{x: 0.55, y: 0.0, '
@@ -443,7 +447,8 @@ def test_push_model_takes_the_object_pose_from_ros2_topic_pub(ros2: Ros2Cli, pro
             raise AssertionError(f'no {text!r} on /diagnostics; saw {seen[-5:]}\n'
                                  f'{launch.output()[-3000:]}') from None
 
-    # No object pose yet: the arm holds.
+    # The goal is there, no object pose yet: the arm holds, waiting for the object.
+    wait_error(started, 'waiting for an object pose', timeout=30)
     probe.wait_for(holding, timeout=30, period=0.1)
     # A pose in another frame is rejected (no tf2 here): still the hold, with an ERROR.
     camera = object_pub('camera')

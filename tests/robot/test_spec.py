@@ -6,8 +6,9 @@ import numpy as np
 import pybullet as p
 import pybullet_data
 import pytest
-from trpo_ros.robot.config import RobotConfigError
+from trpo_ros.robot.config import load_robot_yaml, RobotConfigError
 from trpo_ros.robot.kinematics import parse_joints
+from trpo_ros.robot.push_task import push_task
 from trpo_ros.robot.reach_task import reach_task
 from trpo_ros.robot.spec import DEFAULT_EFFORT_LIMIT, DEFAULT_VELOCITY_LIMIT, robot_spec
 from trpo_ros.sim import ReachEnv
@@ -101,3 +102,21 @@ def test_robot_config_round_trips_without_files(tmp_path: Path) -> None:
         reach_task('kuka_reach.yaml', episode_length=3)
     with pytest.raises(RobotConfigError, match='max_delta must be > 0'):
         reach_task('kuka_reach.yaml', max_delta=0.0)
+
+
+def test_task_keys_are_checked_for_the_task_type() -> None:
+    # The keys depend on the type, so the task module checks them: a typo, or a push key in
+    # a reach YAML, names the key and the allowed ones; a push YAML's keys load as push.
+    reach_yaml = load_robot_yaml('kuka_reach.yaml')
+    cases = [(reach_task, {'sucess_threshold': 0.05}, "reach task keys \\['sucess_threshold'\\]"),
+             (reach_task, {'push_offset': 0.06}, "reach task keys \\['push_offset'\\]"),
+             (push_task, {'type': 'push', 'push_ofset': 0.06},
+              "push task keys \\['push_ofset'\\]")]
+    for make, extra, message in cases:
+        config = {'robot': reach_yaml['robot'], 'task': {**reach_yaml['task'], **extra}}
+        with pytest.raises(RobotConfigError, match=message) as error:
+            make(config)
+        assert 'allowed:' in str(error.value) and 'episode_steps' in str(error.value)
+    assert push_task('kuka_push.yaml').push_offset == pytest.approx(0.06)
+    with pytest.raises(RobotConfigError, match='unknown robot keys'):
+        load_robot_yaml({'robot': {**reach_yaml['robot'], 'jionts': []}, 'task': {}})

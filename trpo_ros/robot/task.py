@@ -229,7 +229,8 @@ def merged_task(cfg: Mapping[str, Any], kind: str, allowed: tuple[str, ...],
         raise RobotConfigError(f"{cfg['path']}: task type {given.get('type')!r} is not {kind!r}")
     extra = sorted(set(given) - set(allowed))
     if extra:
-        raise RobotConfigError(f"{cfg['path']}: task keys {extra} do not apply to a {kind} task")
+        raise RobotConfigError(f"{cfg['path']}: unknown {kind} task keys {extra} "
+                               f'(allowed: {sorted(allowed)})')
     unknown = sorted(set(overrides) - set(allowed))
     if unknown:
         raise RobotConfigError(f'unknown task fields {unknown} (known: {sorted(allowed)})')
