@@ -196,9 +196,6 @@ class PushTask(ArmTask):
                 'object_size': self.object_size}
 
 
-PUSH_KEYS = tuple(PUSH_DEFAULTS)  # every key a push task YAML may set
-
-
 def push_task(robot_yaml: str | os.PathLike | Mapping[str, Any], *,
               robot: Mapping[str, Any] | None = None, action_penalty: float = 0.01,
               velocity_penalty: float = 0.0, **task_overrides: Any) -> PushTask:
@@ -214,7 +211,7 @@ def push_task(robot_yaml: str | os.PathLike | Mapping[str, Any], *,
 
     """
     cfg = load_robot_yaml(robot_yaml)
-    task = merged_task(cfg, 'push', PUSH_KEYS, PUSH_DEFAULTS, task_overrides)
+    task = merged_task(cfg, 'push', PUSH_DEFAULTS, task_overrides)
     for key in ('goal_low', 'goal_high'):
         if len(task[key]) != 2:
             raise RobotConfigError(f'{cfg["path"]}: a push task {key} is (x, y) on the table, '

@@ -29,7 +29,6 @@ from trpo_ros.robot.spec import robot_spec
 from trpo_ros.robot.task import (
     ArmTask,
     common_fields,
-    COMMON_KEYS,
     DEFAULT_ROBOT_YAML,
     joint_sources,
     merged_task,
@@ -96,7 +95,7 @@ def reach_task(robot_yaml: str | os.PathLike | Mapping[str, Any] | None = None, 
 
     """
     cfg = load_robot_yaml(robot_yaml if robot_yaml is not None else DEFAULT_ROBOT_YAML)
-    task = merged_task(cfg, 'reach', COMMON_KEYS, TASK_DEFAULTS, task_overrides)
+    task = merged_task(cfg, 'reach', TASK_DEFAULTS, task_overrides)
     spec = robot_spec(cfg['robot'], **{k: v for k, v in (robot or {}).items() if v is not None})
     return ReachTask(robot=spec, source=cfg['path'], **common_fields(task),
                      action_penalty=float(action_penalty),

@@ -44,7 +44,6 @@ TASK_DEFAULTS: dict[str, Any] = {
     'goal_high': (0.65, 0.3, 0.65),
     'init_joint_noise': 0.1,
 }
-COMMON_KEYS = ('type', *TASK_DEFAULTS)
 
 
 def joint_sources(joint_names: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -221,9 +220,14 @@ def common_fields(task: dict[str, Any]) -> dict[str, Any]:
             'init_joint_noise': float(task['init_joint_noise'])}
 
 
-def merged_task(cfg: Mapping[str, Any], kind: str, allowed: tuple[str, ...],
-                defaults: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """Return the YAML task over `defaults`, with non-None `overrides`, checked for `kind`."""
+def merged_task(cfg: Mapping[str, Any], kind: str, defaults: Mapping[str, Any],
+                overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """
+    Return the YAML task over `defaults`, with non-None `overrides`, checked for `kind`.
+
+    The keys a `kind` task may set are `type` and those of its `defaults`.
+    """
+    allowed = {'type', *defaults}
     given = dict(cfg['task'])
     if given.get('type', 'reach') != kind:
         raise RobotConfigError(f"{cfg['path']}: task type {given.get('type')!r} is not {kind!r}")
