@@ -89,6 +89,22 @@ def write_linear_policy(path: str | Path, joint_names: Sequence[str] = JOINTS,
     return path
 
 
+def seen_since(entries: Sequence[tuple[float, Any]], since: float,
+               match: Callable[[Any], bool]) -> bool:
+    """
+    Return True if an entry `(t, x)` received at `t >= since` has `match(x)`.
+
+    Newest first, stopping at `since`: a predicate of `Probe.wait_for` runs under the probe's
+    lock, so scanning everything received so far would delay its callbacks.
+    """
+    for t, x in reversed(entries):
+        if t < since:
+            return False
+        if match(x):
+            return True
+    return False
+
+
 class Stream:
     """Calls `publish(content)` every `period` s from a thread while `content` is not None."""
 

@@ -27,6 +27,7 @@ from nodes_helpers import (
     NodeProcess,
     Probe,
     run_stateful,
+    seen_since,
     stop_machine_node,
     Stream,
     write_linear_policy,
@@ -124,9 +125,8 @@ class InferenceMachine(RuleBasedStateMachine):
     def wait_diag(self, text: str, since: float, timeout: float = 1.0) -> None:
         """Wait for an ERROR status of the node whose message contains `text`."""
         def found() -> bool:
-            return any(t >= since and status_level(s) == ERROR and text in s.message
-                       and s.name.startswith('inference_node') for t, s in
-                       self.probe.diagnostics)
+            return seen_since(self.probe.diagnostics, since, lambda s: status_level(s) == ERROR
+                              and text in s.message and s.name.startswith('inference_node'))
         self.probe.wait_for(found, timeout=timeout)
 
     def expect_no_commands(self, seconds: float) -> None:

@@ -26,6 +26,7 @@ from nodes_helpers import (
     NodeProcess,
     Probe,
     run_stateful,
+    seen_since,
     stop_machine_node,
     Stream,
     write_linear_policy,
@@ -96,13 +97,9 @@ class ObjectInputMachine(RuleBasedStateMachine):
         """Wait for a command equal to `target` (clipped to the bounds) sent after `since`."""
         expected = np.clip(target, -BOUND, BOUND)
 
-        def sent() -> bool:  # newest first, only those after `since`: wait_for holds the lock
-            for t, c in reversed(self.probe.commands):
-                if t < since:
-                    return False
-                if np.allclose(c, expected, atol=1e-5):
-                    return True
-            return False
+        def sent() -> bool:
+            return seen_since(self.probe.commands, since,
+                              lambda c: np.allclose(c, expected, atol=1e-5))
 
         try:
             self.probe.wait_for(sent, timeout=timeout, period=0.005)
@@ -114,14 +111,9 @@ class ObjectInputMachine(RuleBasedStateMachine):
 
     def wait_diag(self, text: str, level: int, since: float) -> None:
         """Wait for a status of the node at `level` whose message contains `text`."""
-        def found() -> bool:  # newest first, only those after `since`
-            for t, s in reversed(self.probe.diagnostics):
-                if t < since:
-                    return False
-                if s.name.startswith('inference') and status_level(s) == level \
-                        and text in s.message:
-                    return True
-            return False
+        def found() -> bool:
+            return seen_since(self.probe.diagnostics, since, lambda s: s.name.startswith(
+                'inference') and status_level(s) == level and text in s.message)
         self.probe.wait_for(found, timeout=1.0 + SLACK)
 
     def settle(self, since: float, within: float = 3 * PERIOD) -> None:
